@@ -1,0 +1,31 @@
+"""defectlab: a plugin-based platform for industrial defect inspection.
+
+Every method is a plugin component of a kind (distance, imbalance, backbone, ssl, loss,
+evaluator, dataset), found through the ``defectlab`` entry-point group and built by name.
+"""
+
+from importlib import metadata as _metadata
+
+from defectlab.api import create, describe, list_components, plugins
+from defectlab.errors import ConfigError, DataError, DefectlabError, ParameterError, PluginError, UnknownComponentError
+from defectlab.hookspecs import hookimpl
+
+try:
+    __version__ = _metadata.version("defectlab")
+except _metadata.PackageNotFoundError:  # running from a source tree that is not installed
+    __version__ = "0+unknown"
+
+__all__ = [
+    "ConfigError",
+    "DataError",
+    "DefectlabError",
+    "ParameterError",
+    "PluginError",
+    "UnknownComponentError",
+    "__version__",
+    "create",
+    "describe",
+    "hookimpl",
+    "list_components",
+    "plugins",
+]

@@ -1,0 +1,1 @@
+"""The ``defectlab`` command line."""

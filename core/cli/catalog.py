@@ -1,0 +1,84 @@
+"""Commands that show what is installed: ``plugins``, ``list`` and ``show``."""
+
+from __future__ import annotations
+
+import click
+
+from defectlab.cli.output import echo_json, format_table
+from defectlab.kinds import KINDS
+
+
+@click.command("plugins")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def plugins_command(as_json: bool) -> None:
+    """List installed plugins: version, kinds and components provided, load errors."""
+    from defectlab.api import plugins
+
+    records = plugins()
+    if as_json:
+        echo_json([r.to_dict() for r in records])
+        return
+    rows = [(r.name, r.version, ", ".join(r.kinds) or "-", len(r.components), "FAILED" if r.error else "ok")
+            for r in records]
+    click.echo(format_table(["plugin", "version", "kinds", "components", "status"], rows))
+    for record in records:
+        if record.error:
+            click.echo(f"\n{record.name}: {record.error}", err=True)
+
+
+@click.command("list")
+@click.argument("kind", required=False)
+@click.argument("pattern", required=False, default="*")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def list_command(kind: str | None, pattern: str, as_json: bool) -> None:
+    """List components, optionally of one KIND and matching an fnmatch PATTERN.
+
+    A single argument that is not a kind is taken as a pattern over every kind:
+    `defectlab list 'dibe*'`.
+    """
+    from defectlab.api import list_components
+    from defectlab.errors import UnknownComponentError, did_you_mean
+
+    if kind is not None and kind not in KINDS and pattern == "*":
+        kind, pattern = None, kind
+    components = list_components(kind, pattern)
+    if not components and kind is None and pattern not in ("*",) and not any(c in pattern for c in "*?["):
+        hint = did_you_mean(pattern, KINDS)
+        if hint:
+            raise UnknownComponentError(f"no component is named '{pattern}' and it is not a kind{hint}")
+    if as_json:
+        echo_json([c.to_dict() for c in components])
+        return
+    rows = [(c.kind, c.name, c.plugin, c.summary) for c in components]
+    click.echo(format_table(["kind", "name", "plugin", "summary"], rows))
+
+
+@click.command("show")
+@click.argument("kind")
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+def show_command(kind: str, name: str, as_json: bool) -> None:
+    """Show one component: summary, plugin, and its parameters with types, defaults and docs."""
+    from defectlab.api import describe
+
+    info = describe(kind, name)
+    if as_json:
+        echo_json(info)
+        return
+    click.echo(f"{info['kind']} '{info['name']}' from plugin {info['plugin']} {info['version']}")
+    for key in ("scope", "tasks"):
+        if key in info:
+            value = info[key]
+            click.echo(f"{key}: {', '.join(value) if isinstance(value, list) else value}")
+    click.echo("")
+    click.echo(info["doc"] or info["summary"] or "(no description)")
+    click.echo("")
+    if not info["parameters"]:
+        click.echo("parameters: none")
+        return
+    rows = [(p["name"], p["type"], "(required)" if p["required"] else repr(p["default"]), p["doc"])
+            for p in info["parameters"]]
+    click.echo(format_table(["parameter", "type", "default", "doc"], rows))
+
+
+COMMANDS = [plugins_command, list_command, show_command]

@@ -1,0 +1,76 @@
+"""A verb per component kind that runs one component directly, e.g. ``defectlab imbalance gini``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from defectlab.cli.output import echo_json, format_number
+
+SET_HELP = "Set a component parameter, KEY=VALUE (repeatable)."
+
+
+def parse_counts(text: str) -> list[float]:
+    """``349,62,250`` -> [349.0, 62.0, 250.0] with a clear error for anything else."""
+    try:
+        return [float(item) for item in text.split(",") if item.strip()]
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated numbers such as 349,62,250, got '{text}'",
+                                 param_hint="--counts") from None
+
+
+def component_params(settings: tuple[str, ...]) -> dict[str, Any]:
+    """``('alpha=0.3',)`` -> {'alpha': 0.3}; dotted keys are not parameters of one component."""
+    from defectlab.config import parse_override
+    from defectlab.errors import DefectlabError
+
+    params = {}
+    for text in settings:
+        keys, value = parse_override(text)
+        if len(keys) != 1:
+            raise DefectlabError(f"--set {text}: a component parameter has no dots in its name")
+        params[keys[0]] = value
+    return params
+
+
+@click.command("imbalance")
+@click.argument("name")
+@click.option("--counts", help="Class counts, comma-separated (input-scope metrics).")
+@click.option("--tp", type=float, help="True positives (output-scope metrics).")
+@click.option("--fp", type=float, help="False positives: background predicted as defect.")
+@click.option("--fn", type=float, help="False negatives: defects predicted as background.")
+@click.option("--set", "settings", multiple=True, help=SET_HELP)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def imbalance_command(name: str, counts: str | None, tp: float | None, fp: float | None, fn: float | None,
+                      settings: tuple[str, ...], as_json: bool) -> None:
+    """Compute the imbalance metric NAME.
+
+    Input-scope metrics (gini, imbalance_ratio) take --counts; output-scope metrics (oii)
+    take --tp, --fp and --fn. Example: `defectlab imbalance oii --tp 2 --fp 5 --fn 1`.
+    """
+    from defectlab.api import create, get_component
+
+    component = get_component("imbalance", name)
+    metric = create("imbalance", name, **component_params(settings))
+    if component.obj.scope == "input":
+        if counts is None:
+            raise click.UsageError(f"'{name}' is an input-scope metric: pass --counts, e.g. --counts 349,62,250")
+        values = parse_counts(counts)
+        value = float(metric(values))
+        result = {"metric": name, "scope": "input", "counts": values, "value": value}
+        text = f"{name} = {format_number(value)}  ({len(values)} classes, {sum(values):g} samples)"
+    else:
+        missing = [flag for flag, v in (("--tp", tp), ("--fp", fp), ("--fn", fn)) if v is None]
+        if missing:
+            raise click.UsageError(f"'{name}' is an output-scope metric: pass {', '.join(missing)}")
+        value = float(metric(tp, fp, fn))
+        result = {"metric": name, "scope": "output", "tp": tp, "fp": fp, "fn": fn, "value": value}
+        text = f"{name} = {format_number(value)}  (TP {tp:g}, FP {fp:g}, FN {fn:g})"
+    if as_json:
+        echo_json(result)
+    else:
+        click.echo(text)
+
+
+COMMANDS = [imbalance_command]

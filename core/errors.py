@@ -1,0 +1,45 @@
+"""Errors a user can act on. The CLI prints them in one line and exits 1, without a traceback."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+class DefectlabError(Exception):
+    """Base of every error caused by input the user can correct."""
+
+
+class UnknownComponentError(DefectlabError, KeyError):
+    """A kind or component name that is not registered."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0])
+
+
+class ParameterError(DefectlabError, ValueError):
+    """A parameter that does not exist, is missing, or has the wrong type."""
+
+
+class DataError(DefectlabError, ValueError):
+    """Input data that cannot be used as it is: empty, unreadable, negative counts, wrong shapes."""
+
+
+class ConfigError(DefectlabError):
+    """One or more problems in a config; ``problems`` holds one line per problem."""
+
+    def __init__(self, problems: list[str], source: str = "config"):
+        self.problems = problems
+        super().__init__(f"{source} has {len(problems)} problem(s):\n  " + "\n  ".join(problems))
+
+
+class PluginError(DefectlabError):
+    """A plugin that is broken or conflicts with another one."""
+
+
+def did_you_mean(word: str, choices: Iterable[str]) -> str:
+    """A '; did you mean ...?' suffix naming the close matches of ``word``, or ''."""
+    matches = difflib.get_close_matches(word, list(choices), n=3, cutoff=0.6)
+    if not matches:
+        return ""
+    return "; did you mean " + " or ".join(repr(m) for m in matches) + "?"

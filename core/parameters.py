@@ -1,0 +1,234 @@
+"""A component's parameters, read from its constructor's signature and docstring.
+
+The signature is the single source of truth: ``show`` prints it, configs are validated against
+it, and command-line strings are coerced to its annotated types.
+"""
+
+from __future__ import annotations
+
+import inspect
+import re
+import types
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from defectlab.errors import ParameterError
+
+REQUIRED = inspect.Parameter.empty
+_TRUE = {"true", "1", "yes", "on"}
+_FALSE = {"false", "0", "no", "off"}
+_NONE = {"none", "null"}
+
+
+@dataclass(frozen=True)
+class Parameter:
+    """One constructor parameter: name, annotated type, default (``REQUIRED`` if none), doc."""
+
+    name: str
+    annotation: Any
+    default: Any
+    doc: str
+
+    @property
+    def required(self) -> bool:
+        return self.default is REQUIRED
+
+    @property
+    def type_name(self) -> str:
+        return type_name(self.annotation)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "type": self.type_name,
+            "default": None if self.required else _jsonable(self.default),
+            "required": self.required,
+            "doc": self.doc,
+        }
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    return repr(value)
+
+
+def type_name(annotation: Any) -> str:
+    """A short readable name of a type annotation (``float``, ``list[int]``, ``'a' | 'b'``)."""
+    if annotation is REQUIRED:
+        return "any"
+    if annotation is type(None):
+        return "None"
+    origin = typing.get_origin(annotation)
+    if origin is typing.Literal:
+        return " | ".join(repr(a) for a in typing.get_args(annotation))
+    if origin in (typing.Union, types.UnionType):
+        return " | ".join(type_name(a) for a in typing.get_args(annotation))
+    if origin is not None:
+        args = ", ".join("..." if a is Ellipsis else type_name(a) for a in typing.get_args(annotation))
+        return f"{getattr(origin, '__name__', str(origin))}[{args}]"
+    return getattr(annotation, "__name__", str(annotation))
+
+
+def _docstring_params(doc: str | None) -> dict[str, str]:
+    """Parameter docs from a Google-style ``Args:`` section (``name: text`` or ``name (type): text``)."""
+    result: dict[str, str] = {}
+    if not doc:
+        return result
+    lines = inspect.cleandoc(doc).splitlines()
+    inside, indent, current = False, None, None
+    for line in lines:
+        if re.match(r"^\s*(Args|Arguments|Parameters|Params):\s*$", line):
+            inside, indent, current = True, None, None
+            continue
+        if not inside:
+            continue
+        if not line.strip():
+            current = None
+            continue
+        this_indent = len(line) - len(line.lstrip())
+        if indent is None:
+            indent = this_indent
+        if this_indent < indent or (this_indent == 0 and line.rstrip().endswith(":")):
+            inside = False
+            continue
+        match = re.match(r"^\s*\*{0,2}(\w+)\s*(\([^)]*\))?\s*:\s*(.*)$", line)
+        if this_indent == indent and match:
+            current = match.group(1)
+            result[current] = match.group(3).strip()
+        elif current is not None:
+            result[current] = (result[current] + " " + line.strip()).strip()
+    return result
+
+
+def summary_of(obj: Any) -> str:
+    """The first line of an object's docstring."""
+    doc = inspect.getdoc(obj) or ""
+    return doc.strip().splitlines()[0] if doc.strip() else ""
+
+
+def parameters_of(obj: Any) -> tuple[Parameter, ...]:
+    """The parameters of a class's constructor or of a factory function."""
+    target = obj.__init__ if inspect.isclass(obj) else obj
+    try:
+        signature = inspect.signature(obj)
+    except (TypeError, ValueError):
+        return ()
+    try:
+        hints = typing.get_type_hints(target)
+    except Exception:  # unresolvable forward references: fall back to raw annotations
+        hints = {}
+    docs = _docstring_params(inspect.getdoc(obj))
+    if inspect.isclass(obj):
+        docs = {**_docstring_params(obj.__init__.__doc__), **docs}
+    params = []
+    for p in signature.parameters.values():
+        if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+            continue
+        params.append(Parameter(p.name, hints.get(p.name, p.annotation), p.default, docs.get(p.name, "")))
+    return tuple(params)
+
+
+def accepts_any_keyword(obj: Any) -> bool:
+    """Whether the constructor takes ``**kwargs`` (then unknown names are passed through)."""
+    try:
+        signature = inspect.signature(obj)
+    except (TypeError, ValueError):
+        return True
+    return any(p.kind is p.VAR_KEYWORD for p in signature.parameters.values())
+
+
+def coerce(value: Any, annotation: Any, where: str) -> Any:
+    """Check ``value`` against ``annotation``; strings from the command line are converted.
+
+    Raises ParameterError naming ``where`` (e.g. ``loss.alpha``) when the value does not fit.
+    """
+    try:
+        return _coerce(value, annotation)
+    except (TypeError, ValueError) as exc:
+        raise ParameterError(f"{where}: expected {type_name(annotation)}, got {value!r}") from exc
+
+
+def _coerce(value: Any, annotation: Any) -> Any:
+    if annotation is REQUIRED or annotation is Any:
+        return value
+    if annotation is type(None):
+        if value is None or (isinstance(value, str) and value.lower() in _NONE):
+            return None
+        raise ValueError(value)
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin is typing.Literal:
+        for choice in args:
+            if value == choice or (isinstance(value, str) and str(choice) == value):
+                return choice
+        raise ValueError(value)
+    if origin in (typing.Union, types.UnionType):
+        ordered = sorted(args, key=lambda a: a is str)  # try str last so "0.5" becomes a float
+        for arg in ordered:
+            try:
+                return _coerce(value, arg)
+            except (TypeError, ValueError):
+                continue
+        raise ValueError(value)
+    if origin in (list, tuple, typing.Sequence) or annotation in (list, tuple):
+        items = _split(value)
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            if len(items) != len(args):
+                raise ValueError(value)
+            return tuple(_coerce(v, a) for v, a in zip(items, args))
+        item_type = args[0] if args else Any
+        converted = [_coerce(v, item_type) for v in items]
+        return tuple(converted) if origin is tuple or annotation is tuple else converted
+    if origin is dict or annotation is dict:
+        if isinstance(value, dict):
+            return value
+        raise ValueError(value)
+    if annotation is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in _TRUE | _FALSE:
+            return value.lower() in _TRUE
+        raise ValueError(value)
+    if annotation is int:
+        if isinstance(value, bool):
+            raise ValueError(value)
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str):
+            return int(value)
+        raise ValueError(value)
+    if annotation is float:
+        if isinstance(value, bool):
+            raise ValueError(value)
+        if isinstance(value, (int, float)):
+            return float(value)
+        if isinstance(value, str):
+            return float(value)
+        raise ValueError(value)
+    if annotation is str:
+        if isinstance(value, str):
+            return value
+        raise ValueError(value)
+    if annotation is Path:
+        if isinstance(value, (str, Path)):
+            return Path(value)
+        raise ValueError(value)
+    if isinstance(annotation, type) and not isinstance(value, annotation):
+        raise ValueError(value)
+    return value
+
+
+def _split(value: Any) -> list[Any]:
+    if isinstance(value, str):
+        text = value.strip().strip("[]()")
+        return [v.strip() for v in text.split(",") if v.strip()] if text else []
+    if isinstance(value, (list, tuple)):
+        return list(value)
+    raise ValueError(value)

@@ -1,0 +1,164 @@
+"""Finding plugins through entry points and collecting their components, resiliently.
+
+A plugin that fails to import, or whose hook raises, is recorded with its error and skipped;
+everything else keeps working. ``DEFECTLAB_STRICT_PLUGINS=1`` re-raises instead.
+"""
+
+from __future__ import annotations
+
+import os
+import traceback
+from importlib import metadata
+from typing import Any
+
+import pluggy
+
+from defectlab import hookspecs
+from defectlab.errors import did_you_mean
+from defectlab.kinds import KINDS
+from defectlab.registry import PluginRecord, Registry
+
+ENTRY_POINT_GROUP = "defectlab"
+ALLOW_ENV = "DEFECTLAB_PLUGINS"
+DENY_ENV = "DEFECTLAB_DISABLE_PLUGINS"
+STRICT_ENV = "DEFECTLAB_STRICT_PLUGINS"
+HOOK_NAMES = [k.hook for k in KINDS.values()] + ["register_commands"]
+
+
+def _env_list(name: str) -> set[str] | None:
+    value = os.environ.get(name, "").strip()
+    return {item.strip() for item in value.split(",") if item.strip()} if value else None
+
+
+def _short_error(exc: BaseException) -> str:
+    """``ModuleNotFoundError: No module named 'x'`` (at file.py:12)."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    where = f" (at {os.path.basename(frames[-1].filename)}:{frames[-1].lineno})" if frames else ""
+    return f"{type(exc).__name__}: {exc}{where}"
+
+
+class PluginLoader:
+    """Owns the pluggy manager and fills a Registry from it."""
+
+    def __init__(self, strict: bool | None = None):
+        if strict is None:
+            strict = os.environ.get(STRICT_ENV, "").lower() in {"1", "true", "yes"}
+        self.manager = pluggy.PluginManager(hookspecs.PROJECT)
+        self.manager.add_hookspecs(hookspecs)
+        self._registry = Registry(strict=strict)
+        self._collected = False
+
+    @property
+    def registry(self) -> Registry:
+        """The components of every registered plugin, collected from their hooks on first use.
+
+        Collection is deferred so that commands that need no components (``--help``) do not
+        import what the components import.
+        """
+        if not self._collected:
+            self._collected = True
+            for record in list(self._registry.plugins.values()):
+                if self.manager.has_plugin(record.name):
+                    self._collect(record)
+        return self._registry
+
+    def load_entry_points(self) -> None:
+        """Load every plugin of the ``defectlab`` entry-point group that the environment allows."""
+        allow, deny = _env_list(ALLOW_ENV), _env_list(DENY_ENV) or set()
+        registry = self._registry
+        seen: set[str] = set()
+        for ep in sorted(metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
+            if ep.name in seen or (allow is not None and ep.name not in allow) or ep.name in deny:
+                continue
+            seen.add(ep.name)
+            version = ep.dist.version if ep.dist is not None else "unknown"
+            record = PluginRecord(ep.name, version, ep.value)
+            registry.plugins[ep.name] = record
+            try:
+                plugin = ep.load()
+            except Exception as exc:  # a broken plugin must not break the others
+                registry.record_failure(record, f"failed to import: {_short_error(exc)}", exc)
+                continue
+            self._register(plugin, record)
+        if allow:
+            for missing in sorted(allow - seen):
+                record = PluginRecord(missing, "unknown", "")
+                registry.plugins[missing] = record
+                registry.record_failure(
+                    record, f"named in {ALLOW_ENV} but not installed"
+                    f"{did_you_mean(missing, [e.name for e in metadata.entry_points(group=ENTRY_POINT_GROUP)])}")
+
+    def add_plugin(self, plugin: Any, name: str, version: str = "test") -> PluginRecord:
+        """Register a plugin object (a module or any object with hook implementations)."""
+        record = PluginRecord(name, version, getattr(plugin, "__name__", type(plugin).__name__))
+        self._registry.plugins[name] = record
+        self._register(plugin, record)
+        if self._collected and self.manager.has_plugin(name):
+            self._collect(record)
+        return record
+
+    def remove_plugin(self, name: str) -> None:
+        """Unregister a plugin added by ``add_plugin`` or an entry point."""
+        if self.manager.has_plugin(name):
+            self.manager.unregister(name=name)
+        self._registry.remove_plugin(name)
+
+    def _register(self, plugin: Any, record: PluginRecord) -> None:
+        try:
+            self.manager.register(plugin, name=record.name)
+        except Exception as exc:  # pluggy's validation of hook signatures, or a duplicate name
+            self._registry.record_failure(record, f"cannot be registered: {_short_error(exc)}", exc)
+            return
+        self._report_unknown_hooks(plugin, record)
+
+    def _collect(self, record: PluginRecord) -> None:
+        """Call each component hook of one plugin and register what it returns."""
+        for kind in KINDS.values():
+            for impl in getattr(self.manager.hook, kind.hook).get_hookimpls():
+                if impl.plugin_name != record.name:
+                    continue
+                try:
+                    provided = impl.function() or []
+                except Exception as exc:
+                    self._registry.record_failure(record, f"{kind.hook}() raised {_short_error(exc)}", exc)
+                    continue
+                for obj in provided:
+                    self._registry.add(record, kind.word, obj)
+
+    def _report_unknown_hooks(self, plugin: Any, record: PluginRecord) -> None:
+        """Hook implementations without a spec, as pluggy's ``check_pending`` finds them, with suggestions."""
+        for attribute in dir(plugin):
+            if self.manager.parse_hookimpl_opts(plugin, attribute) is None or attribute in HOOK_NAMES:
+                continue
+            self._registry.record_failure(
+                record, f"'{attribute}' is not a defectlab hook{did_you_mean(attribute, HOOK_NAMES)}")
+
+    def add_commands(self, cli: Any) -> None:
+        """Let every plugin add its click commands to ``cli``; a failing plugin is recorded."""
+        for impl in self.manager.hook.register_commands.get_hookimpls():
+            record = self._registry.plugins.get(impl.plugin_name)
+            try:
+                impl.function(cli=cli)
+            except Exception as exc:
+                if record is None:
+                    raise
+                self._registry.record_failure(record, f"register_commands() raised {_short_error(exc)}", exc)
+
+
+_loader: PluginLoader | None = None
+
+
+def get_loader() -> PluginLoader:
+    """The process-wide loader, created and filled from entry points on first use."""
+    global _loader
+    if _loader is None:
+        loader = PluginLoader()
+        loader.load_entry_points()
+        _loader = loader
+    return _loader
+
+
+def reset() -> None:
+    """Forget loaded plugins so the next call re-reads entry points and environment variables."""
+    global _loader
+    _loader = None
