@@ -6,7 +6,8 @@ evaluator, dataset), found through the ``defectlab`` entry-point group and built
 
 from importlib import metadata as _metadata
 
-from defectlab.api import create, describe, list_components, plugins
+from defectlab.api import create, describe, get_component, list_components, plugins
+from defectlab.datasets import Box, DefectDataset, Sample, UnreadableImageError, open_dataset, read_image
 from defectlab.errors import ConfigError, DataError, DefectlabError, ParameterError, PluginError, UnknownComponentError
 from defectlab.hookspecs import hookimpl
 
@@ -16,6 +17,13 @@ except _metadata.PackageNotFoundError:  # running from a source tree that is not
     __version__ = "0+unknown"
 
 __all__ = [
+    "Box",
+    "DefectDataset",
+    "Sample",
+    "UnreadableImageError",
+    "get_component",
+    "open_dataset",
+    "read_image",
     "ConfigError",
     "DataError",
     "DefectlabError",
