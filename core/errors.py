@@ -42,4 +42,6 @@ def did_you_mean(word: str, choices: Iterable[str]) -> str:
     matches = difflib.get_close_matches(word, list(choices), n=3, cutoff=0.6)
     if not matches:
         return ""
+    best = difflib.SequenceMatcher(None, word, matches[0]).ratio()
+    matches = [m for m in matches if difflib.SequenceMatcher(None, word, m).ratio() >= best - 0.1]
     return "; did you mean " + " or ".join(repr(m) for m in matches) + "?"

@@ -134,8 +134,7 @@ class Registry:
     def __init__(self, strict: bool = False):
         self.strict = strict
         self.plugins: dict[str, PluginRecord] = {}
-        self._components: dict[str, dict[str, Component]] = {kind: {} for kind in KINDS}
-        self._conflicts: dict[tuple[str, str], list[str]] = {}
+        self._candidates: dict[str, dict[str, list[Component]]] = {kind: {} for kind in KINDS}
 
     def record_failure(self, record: PluginRecord, message: str, exc: BaseException | None = None) -> None:
         """Note what went wrong with a plugin; in strict mode raise it instead."""
@@ -158,48 +157,45 @@ class Registry:
         if kind == "imbalance" and obj.scope not in IMBALANCE_SCOPES:
             self.record_failure(record, f"imbalance '{name}' has scope {obj.scope!r}; use 'input' or 'output'")
             return
-        existing = self._components[kind].get(name)
-        if existing is not None or (kind, name) in self._conflicts:
-            owners = self._conflicts.setdefault((kind, name), [existing.plugin] if existing else [])
-            owners.append(record.name)
-            self._components[kind].pop(name, None)
-            message = (f"{kind} '{name}' is provided by more than one plugin ({', '.join(owners)}); "
-                       f"disable one with DEFECTLAB_DISABLE_PLUGINS")
-            for owner in owners:
-                if owner in self.plugins and message not in self.plugins[owner].errors:
-                    self.record_failure(self.plugins[owner], message)
-            return
-        self._components[kind][name] = Component(
+        candidates = self._candidates[kind].setdefault(name, [])
+        candidates.append(Component(
             kind=kind, name=name, obj=obj, summary=summary_of(obj), plugin=record.name,
             version=record.version, parameters=parameters_of(obj),
-        )
+        ))
         record.components.append((kind, name))
+        if len(candidates) > 1:
+            message = self._conflict_message(kind, name, candidates)
+            for owner in {c.plugin for c in candidates}:
+                if owner in self.plugins and message not in self.plugins[owner].errors:
+                    self.record_failure(self.plugins[owner], message)
+
+    @staticmethod
+    def _conflict_message(kind: str, name: str, candidates: list[Component]) -> str:
+        owners = ", ".join(c.plugin for c in candidates)
+        return (f"{kind} '{name}' is provided by more than one plugin ({owners}); "
+                f"disable all but one with DEFECTLAB_DISABLE_PLUGINS")
 
     def remove_plugin(self, name: str) -> None:
         """Forget a plugin and everything it provided."""
-        record = self.plugins.pop(name, None)
-        if record is None:
-            return
-        for kind, component_name in record.components:
-            self._components[kind].pop(component_name, None)
-        for key, owners in list(self._conflicts.items()):
-            if name in owners:
-                owners.remove(name)
+        self.plugins.pop(name, None)
+        for by_name in self._candidates.values():
+            for component_name, candidates in list(by_name.items()):
+                candidates[:] = [c for c in candidates if c.plugin != name]
+                if not candidates:
+                    del by_name[component_name]
 
     def kind(self, kind: str) -> dict[str, Component]:
-        """The components of one kind; an unknown kind is an error that suggests close matches."""
-        if kind not in self._components:
+        """The unambiguous components of one kind; an unknown kind suggests close matches."""
+        if kind not in self._candidates:
             raise UnknownComponentError(
                 f"unknown component kind '{kind}'{did_you_mean(kind, KINDS)} (kinds: {', '.join(KINDS)})")
-        return self._components[kind]
+        return {name: found[0] for name, found in self._candidates[kind].items() if len(found) == 1}
 
     def get(self, kind: str, name: str) -> Component:
         """One component; an unknown or conflicting name is an error that says what to do."""
         components = self.kind(kind)
-        if (kind, name) in self._conflicts and name not in components:
-            owners = self._conflicts[(kind, name)]
-            raise PluginError(f"{kind} '{name}' is provided by more than one plugin ({', '.join(owners)}); "
-                              f"disable all but one with DEFECTLAB_DISABLE_PLUGINS")
+        if name not in components and name in self._candidates[kind]:
+            raise PluginError(self._conflict_message(kind, name, self._candidates[kind][name]))
         if name not in components:
             raise UnknownComponentError(
                 f"unknown {kind} '{name}'{did_you_mean(name, components)} "

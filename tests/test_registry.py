@@ -1,0 +1,182 @@
+"""Registry and plugin loading: attribution, resilience, duplicates, validation before building."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+from typing import Literal
+
+import pytest
+
+import defectlab as dl
+from defectlab import hookimpl
+from defectlab.plugin_loading import PluginLoader
+from defectlab.registry import registered_name, snake_case
+
+
+class ToyLoss:
+    """A toy loss for tests.
+
+    Args:
+        alpha: weight of the missed defects; raising it lowers the OII.
+        reduction: how pixel losses are combined.
+        classes: class indices to score.
+    """
+
+    def __init__(self, alpha: float = 0.3, reduction: Literal["mean", "sum"] = "mean",
+                 classes: list[int] | None = None, smooth: bool = False):
+        if not 0 <= alpha <= 1:
+            raise ValueError("alpha must lie in [0, 1]")
+        self.alpha, self.reduction, self.classes, self.smooth = alpha, reduction, classes, smooth
+
+
+def needs_size(size: int):
+    """A factory with a required parameter."""
+    return size
+
+
+def plugin_of(**hooks):
+    """A plugin object whose attributes are the given hook implementations."""
+    return SimpleNamespace(**{name: hookimpl(function) for name, function in hooks.items()})
+
+
+def test_names_come_from_name_attribute_or_snake_case():
+    assert snake_case("FocalTversky") == "focal_tversky"
+    assert snake_case("OIIMetric") == "oii_metric"
+    assert registered_name(ToyLoss) == "toy_loss"
+    assert registered_name(dl.get_component("imbalance", "gini").obj) == "gini"
+
+
+def test_plugin_components_are_attributed_and_described(defectlab_plugin):
+    defectlab_plugin(plugin_of(register_losses=lambda: [ToyLoss]), name="toys")
+    info = dl.describe("loss", "toy_loss")
+    assert info["plugin"] == "toys" and info["summary"] == "A toy loss for tests."
+    params = {p["name"]: p for p in info["parameters"]}
+    assert params["alpha"] == {"name": "alpha", "type": "float", "default": 0.3, "required": False,
+                               "doc": "weight of the missed defects; raising it lowers the OII."}
+    assert params["reduction"]["type"] == "'mean' | 'sum'"
+    assert params["classes"]["type"] == "list[int] | None"
+    record = next(p for p in dl.plugins() if p.name == "toys")
+    assert record.components == [("loss", "toy_loss")] and record.error is None
+
+
+def test_create_coerces_command_line_strings(defectlab_plugin):
+    defectlab_plugin(plugin_of(register_losses=lambda: [ToyLoss]))
+    loss = dl.create("loss", {"name": "toy_loss", "alpha": "0.7"}, reduction="sum", classes="1,2", smooth="yes")
+    assert (loss.alpha, loss.reduction, loss.classes, loss.smooth) == (0.7, "sum", [1, 2], True)
+    assert dl.create("loss", "toy_loss", classes="none").classes is None
+    assert dl.create("loss", "toy_loss", alpha=1).alpha == 1.0
+
+
+@pytest.mark.parametrize("params,message", [
+    ({"alpah": 0.5}, "loss.alpah: unknown parameter; did you mean 'alpha'?"),
+    ({"alpha": "high"}, "loss.alpha: expected float, got 'high'"),
+    ({"reduction": "median"}, "loss.reduction: expected 'mean' | 'sum', got 'median'"),
+    ({"smooth": 2}, "loss.smooth: expected bool"),
+    ({"alpha": 1.5}, "loss 'toy_loss': alpha must lie in [0, 1]"),
+])
+def test_create_rejects_wrong_parameters_before_building(defectlab_plugin, params, message):
+    defectlab_plugin(plugin_of(register_losses=lambda: [ToyLoss]))
+    with pytest.raises(dl.ParameterError) as info:
+        dl.create("loss", "toy_loss", **params)
+    assert message in str(info.value)
+
+
+def test_missing_required_parameter(defectlab_plugin):
+    defectlab_plugin(plugin_of(register_backbones=lambda: [needs_size]))
+    with pytest.raises(dl.ParameterError, match="backbone.size: required parameter"):
+        dl.create("backbone", "needs_size")
+    assert dl.create("backbone", "needs_size", size="3") == 3
+
+
+def test_unknown_names_suggest_close_matches():
+    with pytest.raises(dl.UnknownComponentError, match="unknown imbalance 'ginni'; did you mean 'gini'"):
+        dl.create("imbalance", "ginni")
+    with pytest.raises(dl.UnknownComponentError, match="unknown component kind 'imbalanse'; did you mean 'imbalance'"):
+        dl.list_components("imbalanse")
+
+
+def test_list_filters_by_pattern_in_natural_order(defectlab_plugin):
+    def net10(): """Ten."""
+    def net2(): """Two."""
+    defectlab_plugin(plugin_of(register_backbones=lambda: [net10, net2]))
+    assert [c.name for c in dl.list_components("backbone", "net*")] == ["net2", "net10"]
+    assert [c.name for c in dl.list_components("imbalance", "*i*")] == ["gini", "imbalance_ratio", "oii"]
+
+
+def test_duplicate_names_are_an_error_naming_both_plugins(defectlab_plugin):
+    defectlab_plugin(plugin_of(register_losses=lambda: [ToyLoss]), name="first")
+    defectlab_plugin(plugin_of(register_losses=lambda: [ToyLoss]), name="second")
+    with pytest.raises(dl.PluginError, match=r"more than one plugin \(first, second\)"):
+        dl.create("loss", "toy_loss")
+    errors = {p.name: p.error for p in dl.plugins() if p.name in ("first", "second")}
+    assert all("first, second" in e for e in errors.values())
+
+
+def test_a_raising_hook_is_recorded_and_others_keep_working(defectlab_plugin):
+    def broken():
+        raise RuntimeError("boom")
+
+    defectlab_plugin(plugin_of(register_losses=broken, register_backbones=lambda: [needs_size]), name="half")
+    record = next(p for p in dl.plugins() if p.name == "half")
+    assert "register_losses() raised RuntimeError: boom" in record.error
+    assert dl.create("backbone", "needs_size", size=1) == 1
+    assert dl.create("imbalance", "gini")([1, 1]) == 0
+
+
+def test_misspelled_hook_is_reported_with_suggestion(defectlab_plugin):
+    record = defectlab_plugin(plugin_of(register_loss=lambda: [ToyLoss]), name="typo")
+    assert "'register_loss' is not a defectlab hook; did you mean 'register_losses'?" in record.error
+
+
+def test_hook_with_wrong_signature_is_recorded(defectlab_plugin):
+    record = defectlab_plugin(plugin_of(register_losses=lambda extra: [ToyLoss]), name="wrongsig")
+    assert "cannot be registered" in record.error
+
+
+def test_imbalance_components_must_declare_a_valid_scope(defectlab_plugin):
+    class NoScope:
+        """No scope."""
+
+    class BadScope:
+        """Bad scope."""
+        scope = "sideways"
+
+    record = defectlab_plugin(plugin_of(register_imbalance_metrics=lambda: [NoScope, BadScope]), name="scopes")
+    assert "does not declare 'scope'" in record.error and "'sideways'" in record.error
+    assert not record.components
+
+
+def test_strict_mode_reraises(monkeypatch):
+    monkeypatch.setenv("DEFECTLAB_STRICT_PLUGINS", "1")
+    loader = PluginLoader()
+
+    def broken():
+        raise RuntimeError("boom")
+
+    loader.add_plugin(plugin_of(register_losses=broken), "strict_one")
+    with pytest.raises(RuntimeError, match="boom"):
+        loader.registry
+
+
+def test_allow_and_deny_lists(monkeypatch):
+    monkeypatch.setenv("DEFECTLAB_PLUGINS", "oii,nosuch")
+    loader = PluginLoader()
+    loader.load_entry_points()
+    assert set(loader.registry.plugins) == {"oii", "nosuch"}
+    assert "named in DEFECTLAB_PLUGINS but not installed" in loader.registry.plugins["nosuch"].error
+    assert [c.name for c in loader.registry.list("imbalance")] == ["oii"]
+    monkeypatch.delenv("DEFECTLAB_PLUGINS")
+    monkeypatch.setenv("DEFECTLAB_DISABLE_PLUGINS", "oii")
+    loader = PluginLoader()
+    loader.load_entry_points()
+    assert "oii" not in loader.registry.plugins and "class_imbalance" in loader.registry.plugins
+
+
+def test_fixture_removes_plugins_after_the_test(defectlab_plugin):
+    defectlab_plugin(plugin_of(register_losses=lambda: [ToyLoss]), name="temporary")
+    assert dl.get_component("loss", "toy_loss")
+
+
+def test_after_fixture_the_plugin_is_gone():
+    assert "temporary" not in {p.name for p in dl.plugins()}
+    assert not dl.list_components("loss", "toy_loss")
