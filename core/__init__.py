@@ -10,6 +10,8 @@ from defectlab.api import create, describe, get_component, list_components, plug
 from defectlab.datasets import Box, DefectDataset, Sample, UnreadableImageError, open_dataset, read_image
 from defectlab.errors import ConfigError, DataError, DefectlabError, ParameterError, PluginError, UnknownComponentError
 from defectlab.hookspecs import hookimpl
+from defectlab.screening import ScreeningResult, discrepancy_score, screen, select_source
+from defectlab.subsets import balancing_plan, source_subset, write_subset_csv
 
 try:
     __version__ = _metadata.version("defectlab")
@@ -21,7 +23,14 @@ __all__ = [
     "DefectDataset",
     "Sample",
     "UnreadableImageError",
+    "ScreeningResult",
+    "balancing_plan",
+    "discrepancy_score",
     "get_component",
+    "screen",
+    "select_source",
+    "source_subset",
+    "write_subset_csv",
     "open_dataset",
     "read_image",
     "ConfigError",

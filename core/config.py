@@ -21,11 +21,15 @@ from defectlab.parameters import coerce, parameters_of
 
 @dataclass(frozen=True)
 class Section:
-    """What a top-level key of a config holds: one spec of ``kind``, a list of them, or settings."""
+    """What a top-level key of a config holds: one spec of ``kind``, a list of them, settings, or a value.
+
+    A dataset spec may also be a plain string (a path or ``NAME:VALUE``), checked when opened.
+    """
 
     kind: str | None = None
     many: bool = False
     settings: Callable[..., Any] | None = None
+    value_type: Any = None
     required: bool = False
 
 
@@ -104,12 +108,20 @@ def validate(config: Mapping[str, Any], schema: Schema = DEFAULT_SCHEMA) -> list
         if section.settings is not None:
             problems.extend(check_settings(value, section.settings, key))
             continue
+        if section.value_type is not None:
+            try:
+                coerce(value, section.value_type, key)
+            except DefectlabError as exc:
+                problems.append(str(exc))
+            continue
         specs = value if section.many else [value]
         if section.many and not isinstance(value, list):
             problems.append(f"{key}: expected a list of component specs ([[{key}]])")
             continue
         for index, spec in enumerate(specs):
             where = f"{key}.{index}" if section.many else key
+            if section.kind == "dataset" and isinstance(spec, str):
+                continue
             try:
                 name, params = split_spec(spec, where)
                 component = get_component(section.kind, name)
