@@ -37,16 +37,17 @@ def component_params(settings: tuple[str, ...]) -> dict[str, Any]:
 @click.command("imbalance")
 @click.argument("name")
 @click.option("--counts", help="Class counts, comma-separated (input-scope metrics).")
+@click.option("--data", help="A dataset (path or NAME[:VALUE]) whose class counts to use (input-scope metrics).")
 @click.option("--tp", type=float, help="True positives (output-scope metrics).")
 @click.option("--fp", type=float, help="False positives: background predicted as defect.")
 @click.option("--fn", type=float, help="False negatives: defects predicted as background.")
 @click.option("--set", "settings", multiple=True, help=SET_HELP)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def imbalance_command(name: str, counts: str | None, tp: float | None, fp: float | None, fn: float | None,
-                      settings: tuple[str, ...], as_json: bool) -> None:
+def imbalance_command(name: str, counts: str | None, data: str | None, tp: float | None, fp: float | None,
+                      fn: float | None, settings: tuple[str, ...], as_json: bool) -> None:
     """Compute the imbalance metric NAME.
 
-    Input-scope metrics (gini, imbalance_ratio) take --counts; output-scope metrics (oii)
+    Input-scope metrics (gini, imbalance_ratio) take --counts or --data; output-scope metrics (oii)
     take --tp, --fp and --fn. Example: `defectlab imbalance oii --tp 2 --fp 5 --fn 1`.
     """
     from defectlab.api import create, get_component
@@ -54,9 +55,15 @@ def imbalance_command(name: str, counts: str | None, tp: float | None, fp: float
     component = get_component("imbalance", name)
     metric = create("imbalance", name, **component_params(settings))
     if component.obj.scope == "input":
-        if counts is None:
-            raise click.UsageError(f"'{name}' is an input-scope metric: pass --counts, e.g. --counts 349,62,250")
-        values = parse_counts(counts)
+        if (counts is None) == (data is None):
+            raise click.UsageError(f"'{name}' is an input-scope metric: pass --counts (e.g. --counts 349,62,250) "
+                                   f"or --data DATASET, one of them")
+        if data is not None:
+            from defectlab.cli.data_commands import open_dataset_argument
+
+            values = [float(c) for c in open_dataset_argument(data).class_counts()]
+        else:
+            values = parse_counts(counts)
         value = float(metric(values))
         result = {"metric": name, "scope": "input", "counts": values, "value": value}
         text = f"{name} = {format_number(value)}  ({len(values)} classes, {sum(values):g} samples)"
