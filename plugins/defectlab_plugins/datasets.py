@@ -62,12 +62,13 @@ def split_of(key: str) -> str | None:
 
 def subfolders(folder: Path) -> list[str]:
     """Names of the visible subfolders of ``folder``, in natural order."""
-    names = [e.name for e in os.scandir(folder) if e.is_dir() and not e.name.startswith(".")]
+    with os.scandir(folder) as entries:
+        names = [e.name for e in entries if e.is_dir() and not e.name.startswith(".")]
     return sorted(names, key=natural_key)
 
 
 def existing(root: str | os.PathLike[str], what: str) -> Path:
-    path = Path(root).expanduser()
+    path = Path(root).expanduser().absolute()
     if not path.exists():
         raise DataError(f"{what} '{root}' does not exist")
     return path
@@ -85,7 +86,8 @@ def _has_folders(path: Path, *names: str) -> bool:
 
 
 def _has_image_directly(folder: Path) -> bool:
-    return any(is_image_name(e.name) and e.is_file() for e in os.scandir(folder))
+    with os.scandir(folder) as entries:
+        return any(is_image_name(e.name) and e.is_file() for e in entries)
 
 
 def yolo_yaml(folder: Path) -> Path | None:
@@ -251,8 +253,8 @@ class CsvIndex(LayoutDataset):
             text, label = ((row.get(columns[c]) or "").strip() for c in ("path", "label"))
             if not text or not label:
                 raise DataError(f"'{root}', line {line}: empty path or label")
-            split = (row.get(columns.get("split", ""), "") or "").strip().lower()
-            meta = {k: v for k, v in row.items() if k not in used and k is not None}
+            split = (row.get(columns["split"]) or "").strip().lower() if "split" in columns else ""
+            meta = {k: v for k, v in row.items() if k and k not in used}
             records.append((line, text, label, SPLIT_NAMES.get(split, split) or None, meta))
         found = sorted({r[2] for r in records}, key=natural_key)
         if classes is not None:
