@@ -7,7 +7,7 @@ evaluator, dataset), found through the ``defectlab`` entry-point group and built
 from importlib import metadata as _metadata
 
 from defectlab.api import create, describe, get_component, list_components, plugins
-from defectlab.datasets import Box, DefectDataset, Sample, UnreadableImageError, open_dataset, read_image
+from defectlab.datasets import IMAGE_SUFFIXES, Box, DefectDataset, Sample, UnreadableImageError, open_dataset, read_image
 from defectlab.errors import ConfigError, DataError, DefectlabError, ParameterError, PluginError, UnknownComponentError
 from defectlab.hookspecs import hookimpl
 from defectlab.screening import ScreeningResult, discrepancy_score, screen, select_source
@@ -19,6 +19,7 @@ except _metadata.PackageNotFoundError:  # running from a source tree that is not
     __version__ = "0+unknown"
 
 __all__ = [
+    "IMAGE_SUFFIXES",
     "Box",
     "DefectDataset",
     "Sample",

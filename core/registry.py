@@ -8,7 +8,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from defectlab.errors import ParameterError, PluginError, UnknownComponentError, did_you_mean
+from defectlab.errors import DefectlabError, ParameterError, PluginError, UnknownComponentError, did_you_mean
 from defectlab.kinds import IMBALANCE_SCOPES, KINDS
 from defectlab.parameters import Parameter, accepts_any_keyword, coerce, parameters_of, summary_of
 
@@ -95,6 +95,8 @@ class Component:
             raise ParameterError("; ".join(problems))
         try:
             return self.obj(**values)
+        except DefectlabError:
+            raise
         except ValueError as exc:
             raise ParameterError(f"{self.kind} '{self.name}': {exc}") from exc
 

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 import defectlab as dl
 
 BIN = Path(sys.executable).with_name("defectlab")
@@ -80,3 +82,12 @@ def test_debug_shows_the_traceback():
 def test_component_parameters_from_the_command_line(run_cli):
     result = run_cli("imbalance", "gini", "--counts", "1,1", "--set", "power=2")
     assert result.exit_code == 1 and "imbalance.power: unknown parameter" in result.output
+
+
+def test_demo_shows_plugins_and_elpv_imbalance(run_cli):
+    result = run_cli("demo")
+    assert result.exit_code == 0, result.output
+    rows = {line.split()[0]: line.split() for line in result.output.splitlines() if line.startswith("elpv:")}
+    assert rows["elpv:mono"][1:3] == ["1074", "588"] and rows["elpv:poly"][1] == "1550"
+    counts = [int(c) for c in " ".join(rows["elpv:mono"][2:9]).split(" / ")]
+    assert float(rows["elpv:mono"][9]) == pytest.approx(dl.create("imbalance", "gini")(counts), abs=1e-4)

@@ -289,12 +289,6 @@ def test_unknown_or_ambiguous_layout_cannot_be_told(tmp_path, image_mask_dataset
     assert detected(image_mask_dataset) == []
 
 
-def test_plugin_suffixes_match_the_core():
-    from defectlab.datasets import IMAGE_SUFFIXES
-
-    assert formats.IMAGE_SUFFIXES == frozenset(IMAGE_SUFFIXES)
-
-
 def test_every_format_documents_its_parameters():
     for component in dl.list_components("dataset"):
         if component.plugin != "datasets":

@@ -180,3 +180,13 @@ def test_fixture_removes_plugins_after_the_test(defectlab_plugin):
 def test_after_fixture_the_plugin_is_gone():
     assert "temporary" not in {p.name for p in dl.plugins()}
     assert not dl.list_components("loss", "toy_loss")
+
+
+def test_errors_the_user_can_act_on_keep_their_type(defectlab_plugin):
+    def strict_reader(root: str):
+        """Raises a DataError for any root."""
+        raise dl.DataError(f"no samples under {root}")
+
+    defectlab_plugin(plugin_of(register_datasets=lambda: [strict_reader]))
+    with pytest.raises(dl.DataError, match="no samples under x"):
+        dl.create("dataset", "strict_reader", root="x")

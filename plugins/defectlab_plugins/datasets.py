@@ -18,12 +18,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
-from defectlab import Box, DataError, DefectDataset, Sample, UnreadableImageError, hookimpl
+from defectlab import IMAGE_SUFFIXES, Box, DataError, DefectDataset, Sample, UnreadableImageError, hookimpl
 
 log = logging.getLogger("defectlab.datasets")
 
 # The suffixes the core reads as images (kept in step with defectlab's own list by test_datasets).
-IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"})
 SPLIT_NAMES = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
 YOLO_YAML_NAMES = ("data.yaml", "data.yml")
 EXAMPLES_SHOWN = 5
