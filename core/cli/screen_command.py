@@ -72,12 +72,16 @@ def screen_command(config: str | None, target: str | None, sources: tuple[str, .
         if value is not None:
             settings = apply_overrides(settings, [f"{key}={_toml(value)}"])
     settings = apply_overrides(settings, list(overrides))
+    for kind, default in (("distance", "emd"), ("imbalance", "gini")):
+        spec = settings.setdefault(kind, {"name": default})
+        if isinstance(spec, dict):
+            spec.setdefault("name", default)
     problems = validate(settings, screen_schema())
     if problems:
         raise ConfigError(problems, source=config or "command line")
     options = settings.get("screen", {})
-    result = screen(settings["target"], settings["sources"], distance=settings.get("distance", "emd"),
-                    imbalance=settings.get("imbalance", "gini"), epsilon=options.get("epsilon", 1e-6),
+    result = screen(settings["target"], settings["sources"], distance=settings["distance"],
+                    imbalance=settings["imbalance"], epsilon=options.get("epsilon", 1e-6),
                     top=options.get("top", 3), all_pairs=options.get("all_pairs", False))
     folder = new_run_dir("screen", out)
     write_resolved_config(folder, settings, options.get("seed", 0))
