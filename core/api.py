@@ -12,12 +12,12 @@ from defectlab.registry import Component, PluginRecord
 
 def list_components(kind: str | None = None, pattern: str = "*") -> list[Component]:
     """Registered components of ``kind`` (every kind if None) whose name matches ``pattern``."""
-    return get_loader().registry.list(kind, pattern)
+    return get_loader().collected(kind).list(kind, pattern)
 
 
 def get_component(kind: str, name: str) -> Component:
     """The registered component ``name`` of ``kind``; unknown names suggest close matches."""
-    return get_loader().registry.get(kind, name)
+    return get_loader().collected(kind).get(kind, name)
 
 
 def describe(kind: str, name: str) -> dict[str, Any]:
@@ -50,6 +50,7 @@ def create(kind: str, name_or_spec: str | Mapping[str, Any], **params: Any) -> A
 
 def plugins() -> list[PluginRecord]:
     """Every plugin seen: name, version, kinds and components provided, load error if any."""
-    loader = get_loader()
-    loader.registry  # collect components so the records are complete
-    return sorted(loader.registry.plugins.values(), key=lambda r: r.name)
+    from defectlab.cli.main import cli
+
+    cli.add_plugin_commands()  # so a failing register_commands hook is recorded too
+    return sorted(get_loader().registry.plugins.values(), key=lambda r: r.name)

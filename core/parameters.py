@@ -105,6 +105,15 @@ def _docstring_params(doc: str | None) -> dict[str, str]:
     return result
 
 
+def description_of(obj: Any) -> str:
+    """An object's docstring without its ``Args:`` section (the parameter table shows that)."""
+    lines = (inspect.getdoc(obj) or "").splitlines()
+    for index, line in enumerate(lines):
+        if re.match(r"^(Args|Arguments|Parameters|Params):\s*$", line):
+            return "\n".join(lines[:index]).strip()
+    return "\n".join(lines).strip()
+
+
 def summary_of(obj: Any) -> str:
     """The first line of an object's docstring."""
     doc = inspect.getdoc(obj) or ""

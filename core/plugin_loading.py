@@ -15,7 +15,7 @@ import pluggy
 
 from defectlab import hookspecs
 from defectlab.errors import did_you_mean
-from defectlab.kinds import KINDS
+from defectlab.kinds import KINDS, Kind
 from defectlab.registry import PluginRecord, Registry
 
 ENTRY_POINT_GROUP = "defectlab"
@@ -32,7 +32,7 @@ def _env_list(name: str) -> set[str] | None:
 
 def _short_error(exc: BaseException) -> str:
     """``ModuleNotFoundError: No module named 'x'`` (at file.py:12)."""
-    frames = traceback.extract_tb(exc.__traceback__)
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if not f.filename.startswith("<frozen")]
     where = f" (at {os.path.basename(frames[-1].filename)}:{frames[-1].lineno})" if frames else ""
     return f"{type(exc).__name__}: {exc}{where}"
 
@@ -46,21 +46,27 @@ class PluginLoader:
         self.manager = pluggy.PluginManager(hookspecs.PROJECT)
         self.manager.add_hookspecs(hookspecs)
         self._registry = Registry(strict=strict)
-        self._collected = False
+        self._collected: set[str] = set()
+        self._cli: Any = None  # the command group plugin commands were added to
+
+    def collected(self, kind: str | None = None) -> Registry:
+        """The registry with the components of ``kind`` (every kind if None) collected from the hooks.
+
+        Collection is deferred, kind by kind, so that a command imports only what the components
+        it uses import: `--help` imports none, `imbalance gini` not the torch-based losses.
+        """
+        for word in list(KINDS) if kind is None else [kind] if kind in KINDS else []:
+            if word not in self._collected:
+                self._collected.add(word)
+                for record in list(self._registry.plugins.values()):
+                    if self.manager.has_plugin(record.name):
+                        self._collect(record, KINDS[word])
+        return self._registry
 
     @property
     def registry(self) -> Registry:
-        """The components of every registered plugin, collected from their hooks on first use.
-
-        Collection is deferred so that commands that need no components (``--help``) do not
-        import what the components import.
-        """
-        if not self._collected:
-            self._collected = True
-            for record in list(self._registry.plugins.values()):
-                if self.manager.has_plugin(record.name):
-                    self._collect(record)
-        return self._registry
+        """The registry with every kind collected."""
+        return self.collected()
 
     def load_entry_points(self) -> None:
         """Load every plugin of the ``defectlab`` entry-point group that the environment allows."""
@@ -68,7 +74,10 @@ class PluginLoader:
         registry = self._registry
         seen: set[str] = set()
         for ep in sorted(metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
-            if ep.name in seen or (allow is not None and ep.name not in allow) or ep.name in deny:
+            if (allow is not None and ep.name not in allow) or ep.name in deny:
+                continue
+            if ep.name in seen:
+                self._report_name_clash(registry.plugins[ep.name], ep)
                 continue
             seen.add(ep.name)
             version = ep.dist.version if ep.dist is not None else "unknown"
@@ -81,20 +90,30 @@ class PluginLoader:
                 continue
             self._register(plugin, record)
         if allow:
-            for missing in sorted(allow - seen):
+            for missing in sorted(allow - seen - deny):
                 record = PluginRecord(missing, "unknown", "")
                 registry.plugins[missing] = record
                 registry.record_failure(
                     record, f"named in {ALLOW_ENV} but not installed"
                     f"{did_you_mean(missing, [e.name for e in metadata.entry_points(group=ENTRY_POINT_GROUP)])}")
 
+    def _report_name_clash(self, record: PluginRecord, ep: metadata.EntryPoint) -> None:
+        """Two installed distributions declare one plugin name: only the first is loaded."""
+        other = f"{ep.dist.name} {ep.dist.version}" if ep.dist is not None else "another distribution"
+        self._registry.record_failure(
+            record, f"{other} also declares a plugin named '{ep.name}' ({ep.value}), which was not loaded; "
+                    f"uninstall one of them")
+
     def add_plugin(self, plugin: Any, name: str, version: str = "test") -> PluginRecord:
         """Register a plugin object (a module or any object with hook implementations)."""
         record = PluginRecord(name, version, getattr(plugin, "__name__", type(plugin).__name__))
         self._registry.plugins[name] = record
         self._register(plugin, record)
-        if self._collected and self.manager.has_plugin(name):
-            self._collect(record)
+        if self.manager.has_plugin(name):
+            for word in self._collected:
+                self._collect(record, KINDS[word])
+            if self._cli is not None:
+                self.add_commands(self._cli, only=name)
         return record
 
     def remove_plugin(self, name: str) -> None:
@@ -111,19 +130,18 @@ class PluginLoader:
             return
         self._report_unknown_hooks(plugin, record)
 
-    def _collect(self, record: PluginRecord) -> None:
-        """Call each component hook of one plugin and register what it returns."""
-        for kind in KINDS.values():
-            for impl in getattr(self.manager.hook, kind.hook).get_hookimpls():
-                if impl.plugin_name != record.name:
-                    continue
-                try:
-                    provided = impl.function() or []
-                except Exception as exc:
-                    self._registry.record_failure(record, f"{kind.hook}() raised {_short_error(exc)}", exc)
-                    continue
-                for obj in provided:
-                    self._registry.add(record, kind.word, obj)
+    def _collect(self, record: PluginRecord, kind: Kind) -> None:
+        """Call one plugin's hook for ``kind`` and register what it returns."""
+        for impl in getattr(self.manager.hook, kind.hook).get_hookimpls():
+            if impl.plugin_name != record.name:
+                continue
+            try:
+                provided = impl.function() or []
+            except Exception as exc:
+                self._registry.record_failure(record, f"{kind.hook}() raised {_short_error(exc)}", exc)
+                continue
+            for obj in provided:
+                self._registry.add(record, kind.word, obj)
 
     def _report_unknown_hooks(self, plugin: Any, record: PluginRecord) -> None:
         """Hook implementations without a spec, as pluggy's ``check_pending`` finds them, with suggestions."""
@@ -133,9 +151,12 @@ class PluginLoader:
             self._registry.record_failure(
                 record, f"'{attribute}' is not a defectlab hook{did_you_mean(attribute, HOOK_NAMES)}")
 
-    def add_commands(self, cli: Any) -> None:
-        """Let every plugin add its click commands to ``cli``; a failing plugin is recorded."""
+    def add_commands(self, cli: Any, only: str | None = None) -> None:
+        """Let every plugin (or just ``only``) add its click commands to ``cli``; failures are recorded."""
+        self._cli = cli
         for impl in self.manager.hook.register_commands.get_hookimpls():
+            if only is not None and impl.plugin_name != only:
+                continue
             record = self._registry.plugins.get(impl.plugin_name)
             try:
                 impl.function(cli=cli)

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import fnmatch
-import inspect
 import re
 from dataclasses import dataclass, field
 from typing import Any
 
 from defectlab.errors import DefectlabError, ParameterError, PluginError, UnknownComponentError, did_you_mean
 from defectlab.kinds import IMBALANCE_SCOPES, KINDS
-from defectlab.parameters import Parameter, accepts_any_keyword, coerce, parameters_of, summary_of
+from defectlab.parameters import Parameter, accepts_any_keyword, coerce, description_of, parameters_of, summary_of
 
 
 def snake_case(name: str) -> str:
@@ -64,7 +63,7 @@ class Component:
             "version": self.version,
             **self.attributes,
             "parameters": [p.to_dict() for p in self.parameters],
-            "doc": inspect.getdoc(self.obj) or "",
+            "doc": description_of(self.obj),
         }
 
     def check_params(self, params: dict[str, Any], where: str) -> tuple[dict[str, Any], list[str]]:
@@ -141,9 +140,7 @@ class Registry:
     def record_failure(self, record: PluginRecord, message: str, exc: BaseException | None = None) -> None:
         """Note what went wrong with a plugin; in strict mode raise it instead."""
         if self.strict:
-            if exc is not None:
-                raise exc
-            raise PluginError(f"plugin '{record.name}': {message}")
+            raise PluginError(f"plugin '{record.name}': {message}") from exc
         record.errors.append(message)
 
     def add(self, record: PluginRecord, kind: str, obj: Any) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from types import SimpleNamespace
 from typing import Literal
 
@@ -154,7 +156,7 @@ def test_strict_mode_reraises(monkeypatch):
         raise RuntimeError("boom")
 
     loader.add_plugin(plugin_of(register_losses=broken), "strict_one")
-    with pytest.raises(RuntimeError, match="boom"):
+    with pytest.raises(dl.PluginError, match="plugin 'strict_one': register_losses.. raised RuntimeError: boom"):
         loader.registry
 
 
@@ -190,3 +192,32 @@ def test_errors_the_user_can_act_on_keep_their_type(defectlab_plugin):
     defectlab_plugin(plugin_of(register_datasets=lambda: [strict_reader]))
     with pytest.raises(dl.DataError, match="no samples under x"):
         dl.create("dataset", "strict_reader", root="x")
+
+
+def test_components_are_collected_kind_by_kind():
+    code = ("import sys, defectlab as dl; dl.create('imbalance', 'gini')([1, 2]); "
+            "print('torch' in sys.modules); dl.list_components('loss'); print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["False", "True"]
+
+
+def test_a_failing_command_hook_is_shown_by_plugins(defectlab_plugin):
+    def register_commands(cli):
+        raise RuntimeError("no commands today")
+
+    defectlab_plugin(plugin_of(register_commands=register_commands), name="mute")
+    record = next(p for p in dl.plugins() if p.name == "mute")
+    assert "register_commands() raised RuntimeError: no commands today" in record.error
+
+
+def test_two_distributions_with_one_plugin_name(monkeypatch):
+    from importlib import metadata
+
+    first = metadata.EntryPoint("oii", "defectlab_plugins.oii", "defectlab")
+    second = metadata.EntryPoint("oii", "somewhere_else", "defectlab")
+    monkeypatch.setattr(metadata, "entry_points", lambda group: [first, second])
+    loader = PluginLoader()
+    loader.load_entry_points()
+    assert "also declares a plugin named 'oii' (somewhere_else), which was not loaded" in \
+        loader.registry.plugins["oii"].error
+    assert [c.name for c in loader.registry.list("imbalance")] == ["oii"]

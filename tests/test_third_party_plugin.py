@@ -296,8 +296,6 @@ def test_broken_plugins_are_recorded_and_the_rest_keeps_working(hello_installed,
     assert defectlab("list", env=quiet).returncode == 0
 
 
-@pytest.mark.xfail(strict=True, reason="core bug: a plugin in both DEFECTLAB_PLUGINS and DEFECTLAB_DISABLE_PLUGINS "
-                                        "is recorded as 'named in DEFECTLAB_PLUGINS but not installed'")
 def test_a_plugin_both_allowed_and_denied_is_skipped_without_error(monkeypatch):
     from defectlab.plugin_loading import PluginLoader
 

@@ -14,36 +14,33 @@ DEBUG_ENV = "DEFECTLAB_DEBUG"
 
 
 class DefectlabGroup(click.Group):
-    """A click group that adds plugin commands the first time commands are looked up."""
+    """A click group that adds plugin commands before any command is looked up."""
 
-    _plugin_commands_added = False
+    _commands_from: Any = None  # the plugin loader whose commands were added
 
-    def _add_plugin_commands(self) -> None:
-        if not self._plugin_commands_added:
-            self._plugin_commands_added = True
-            from defectlab.plugin_loading import get_loader
+    def add_plugin_commands(self) -> None:
+        """Run every plugin's ``register_commands`` hook once per loader; failures are recorded on the plugin."""
+        from defectlab.plugin_loading import get_loader
 
-            get_loader().add_commands(self)
+        loader = get_loader()
+        if self._commands_from is not loader:
+            self._commands_from = loader
+            loader.add_commands(self)
 
     def list_commands(self, ctx: click.Context) -> list[str]:
-        self._add_plugin_commands()
+        self.add_plugin_commands()
         return super().list_commands(ctx)
 
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
-        command = super().get_command(ctx, name)
-        if command is None:
-            self._add_plugin_commands()
-            command = super().get_command(ctx, name)
-        return command
+        self.add_plugin_commands()
+        return super().get_command(ctx, name)
 
     def resolve_command(self, ctx: click.Context, args: list[str]) -> tuple[Any, Any, list[str]]:
-        if args and super().get_command(ctx, args[0]) is None:
-            self._add_plugin_commands()
-            if super().get_command(ctx, args[0]) is None and not args[0].startswith("-"):
-                from defectlab.errors import did_you_mean
+        if args and not args[0].startswith("-") and self.get_command(ctx, args[0]) is None:
+            from defectlab.errors import did_you_mean
 
-                hint = did_you_mean(args[0], self.list_commands(ctx))
-                ctx.fail(f"no such command '{args[0]}'{hint} (see `defectlab --help`)")
+            hint = did_you_mean(args[0], self.list_commands(ctx))
+            ctx.fail(f"no such command '{args[0]}'{hint} (see `defectlab --help`)")
         return super().resolve_command(ctx, args)
 
 
