@@ -38,14 +38,31 @@ def split_spec(name_or_spec: str | Mapping[str, Any], where: str) -> tuple[str, 
     raise ParameterError(f"{where}: expected a component name or {{name = ..., ...}}, got {name_or_spec!r}")
 
 
+def resolve_spec(kind: str, name_or_spec: str | Mapping[str, Any], where: str | None = None
+                 ) -> tuple[Component, dict[str, Any]]:
+    """The component and parameters a spec names.
+
+    ``NAME:VALUE`` is shorthand for VALUE as the first parameter: ``timm:resnet18``, ``elpv:mono``.
+    """
+    name, params = split_spec(name_or_spec, where or kind)
+    if ":" in name:
+        name, value = name.split(":", 1)
+        component = get_component(kind, name)
+        if not component.parameters:
+            raise ParameterError(f"{where or kind}: {kind} '{name}' takes no parameters, so '{name}:{value}' "
+                                 f"has nothing to set")
+        return component, {component.parameters[0].name: value, **params}
+    return get_component(kind, name), params
+
+
 def create(kind: str, name_or_spec: str | Mapping[str, Any], **params: Any) -> Any:
     """Build a component from its name or spec; ``params`` override the spec's.
 
     Names and parameters are validated before anything is built, and strings are coerced to
     the annotated types (so command-line values work as they are).
     """
-    name, spec_params = split_spec(name_or_spec, kind)
-    return get_component(kind, name).build({**spec_params, **params}, where=kind)
+    component, spec_params = resolve_spec(kind, name_or_spec)
+    return component.build({**spec_params, **params}, where=kind)
 
 
 def plugins() -> list[PluginRecord]:

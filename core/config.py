@@ -93,7 +93,7 @@ def _index(key: str, items: list[Any], path: list[str]) -> int:
 
 def validate(config: Mapping[str, Any], schema: Schema = DEFAULT_SCHEMA) -> list[str]:
     """Every problem in ``config`` as ``path: message`` lines; empty when it is valid."""
-    from defectlab.api import get_component, split_spec
+    from defectlab.api import resolve_spec
 
     problems: list[str] = []
     for key in config:
@@ -123,8 +123,7 @@ def validate(config: Mapping[str, Any], schema: Schema = DEFAULT_SCHEMA) -> list
             if section.kind == "dataset" and isinstance(spec, str):
                 continue
             try:
-                name, params = split_spec(spec, where)
-                component = get_component(section.kind, name)
+                component, params = resolve_spec(section.kind, spec, where)
             except DefectlabError as exc:
                 problems.append(str(exc) if str(exc).startswith(where) else f"{where}: {exc}")
                 continue

@@ -172,7 +172,7 @@ def open_dataset(spec: Any) -> DefectDataset:
 
     ``NAME:VALUE`` passes VALUE as the component's first parameter (``elpv:mono``).
     """
-    from defectlab.api import create, get_component, list_components
+    from defectlab.api import create, list_components
 
     if isinstance(spec, DefectDataset):
         return spec
@@ -188,10 +188,7 @@ def open_dataset(spec: Any) -> DefectDataset:
         known = ", ".join(c.name for c in list_components("dataset"))
         raise DataError(f"cannot tell the format of '{text}'; name it explicitly, e.g. "
                         f"{{name = \"csv_index\", root = \"{text}\"}} (formats: {known})")
-    name, _, value = text.partition(":")
-    component = get_component("dataset", name)
-    params = {component.parameters[0].name: value} if value and component.parameters else {}
-    return _checked(component.build(params, where=f"dataset '{text}'"), text)
+    return _checked(create("dataset", text), text)
 
 
 def _checked(dataset: DefectDataset, text: str) -> DefectDataset:

@@ -221,3 +221,11 @@ def test_two_distributions_with_one_plugin_name(monkeypatch):
     assert "also declares a plugin named 'oii' (somewhere_else), which was not loaded" in \
         loader.registry.plugins["oii"].error
     assert [c.name for c in loader.registry.list("imbalance")] == ["oii"]
+
+
+def test_name_colon_value_sets_the_first_parameter(defectlab_plugin):
+    defectlab_plugin(plugin_of(register_backbones=lambda: [needs_size]))
+    assert dl.create("backbone", "needs_size:7") == 7
+    assert dl.create("backbone", {"name": "needs_size:7"}) == 7
+    with pytest.raises(dl.ParameterError, match="takes no parameters"):
+        dl.create("imbalance", "gini:3")
