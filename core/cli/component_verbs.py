@@ -80,4 +80,44 @@ def imbalance_command(name: str, counts: str | None, data: str | None, tp: float
         click.echo(text)
 
 
-COMMANDS = [imbalance_command]
+def _summary_dict(summary: Any) -> Any:
+    """A distance component's dataset summary as JSON data (``to_dict()`` when it has one)."""
+    return summary.to_dict() if hasattr(summary, "to_dict") else summary
+
+
+@click.command("distance")
+@click.argument("name")
+@click.option("--data", "data", multiple=True, metavar="DATASET",
+              help="A dataset: a path or NAME[:VALUE] such as elpv:mono. Give exactly two.")
+@click.option("--set", "settings", multiple=True, help=SET_HELP)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON: the distance and both summaries (signatures).")
+def distance_command(name: str, data: tuple[str, ...], settings: tuple[str, ...], as_json: bool) -> None:
+    """Measure the distance NAME between two datasets (lower = more similar).
+
+    Each dataset is summarised by the component (for emd and sinkhorn: its colour signature,
+    cached on disk) and the two summaries are compared. Example:
+    `defectlab distance emd --data elpv:mono --data elpv:poly --set k=5`.
+    """
+    from defectlab.api import create
+    from defectlab.cli.data_commands import open_dataset_argument
+    from defectlab.cli.output import format_table
+
+    if len(data) != 2:
+        raise click.UsageError(f"pass exactly two datasets, --data A --data B (got {len(data)})")
+    metric = create("distance", name, **component_params(settings))
+    summaries = [metric.represent(open_dataset_argument(spec)) for spec in data]
+    value = float(metric(*summaries))
+    if as_json:
+        echo_json({"metric": name, "data": list(data), "value": value,
+                   "signatures": [_summary_dict(s) for s in summaries]})
+        return
+    click.echo(f"{name} = {format_number(value)}")
+    rows = []
+    for spec, summary in zip(data, summaries):
+        meta = getattr(summary, "meta", {})
+        rows.append([spec, getattr(summary, "k", ""), meta.get("channels", ""), meta.get("images", ""),
+                     "yes" if meta.get("cached") else "no"])
+    click.echo(format_table(["dataset", "K", "channels", "images", "cached"], rows))
+
+
+COMMANDS = [imbalance_command, distance_command]
