@@ -8,7 +8,6 @@ the score is reported, and the cases where the score misleads are flagged.
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -41,7 +40,7 @@ class SourceScore:
 
     source: str
     distance: float
-    imbalance: float
+    imbalance: float | None
     shared_classes: list[str]
     samples: int
     score: float | None
@@ -174,10 +173,10 @@ def score_source(target_name: str, target: DefectDataset, source_name: str, sour
     shared = [c for c in target.classes if c in set(source.classes)]
     value = float(metric(summaries[source_name], summaries[target_name]))
     counts = counts_over(source, target.classes)
-    imbalance_value = float(imbalance_metric(counts)) if sum(counts) else math.nan
+    imbalance_value = float(imbalance_metric(counts)) if sum(counts) else None
     flags = []
     score: float | None = None
-    if not shared or sum(counts) == 0:
+    if not shared or imbalance_value is None:
         flags.append(FLAG_NO_SHARED)
     else:
         score = discrepancy_score(value, imbalance_value, len(shared), epsilon)
@@ -191,5 +190,6 @@ def _label(spec: Any) -> str:
     if isinstance(spec, DefectDataset):
         return spec.root or repr(spec)
     if isinstance(spec, Mapping):
-        return ",".join(f"{k}={v}" for k, v in spec.items())
+        params = ", ".join(f"{k}={v}" for k, v in spec.items() if k != "name")
+        return f"{spec.get('name')}({params})"
     return str(spec)

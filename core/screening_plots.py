@@ -16,9 +16,12 @@ def plot_pair_scores(pairs: dict[str, dict[str, float | None]], path: str | Path
 
     names = list(pairs)
     values = np.array([[math.nan if pairs[t][s] is None else pairs[t][s] for s in names] for t in names], float)
-    size = max(4.0, 1.1 * len(names) + 2)
-    figure, axes = plt.subplots(figsize=(size, size * 0.85))
+    cell = 1.2
+    label_room = 0.09 * max(len(n) for n in names)
+    figure, axes = plt.subplots(figsize=(cell * len(names) + label_room + 2.5, cell * len(names) + label_room + 1.2),
+                                layout="constrained")
     image = axes.imshow(np.ma.masked_invalid(values), cmap="viridis_r")
+    middle = np.nanmean(values) if np.isfinite(values).any() else 0.0
     axes.set_xticks(range(len(names)), names, rotation=45, ha="right")
     axes.set_yticks(range(len(names)), names)
     axes.set_xlabel("source")
@@ -26,10 +29,10 @@ def plot_pair_scores(pairs: dict[str, dict[str, float | None]], path: str | Path
     for i in range(len(names)):
         for j in range(len(names)):
             text = "-" if math.isnan(values[i, j]) else f"{values[i, j]:.3g}"
-            axes.text(j, i, text, ha="center", va="center", color="white", fontsize=8)
-    figure.colorbar(image, ax=axes, label="score (lower = closer)")
-    axes.set_title(title)
-    figure.tight_layout()
+            colour = "black" if math.isnan(values[i, j]) or values[i, j] < middle else "white"
+            axes.text(j, i, text, ha="center", va="center", color=colour, fontsize=9)
+    figure.colorbar(image, ax=axes, label="score (lower = closer)", shrink=0.8)
+    axes.set_title(title, fontsize=10)
     path = Path(path)
     figure.savefig(path, dpi=110)
     plt.close(figure)

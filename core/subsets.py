@@ -91,7 +91,7 @@ def balancing_plan(rows: Sequence[SubsetRow], balance: Balance, target_counts: d
 
 
 def write_subset_csv(rows: Sequence[SubsetRow], path: str | os.PathLike[str]) -> Path:
-    """Write the subset as a CSV index; paths are made relative to the CSV's folder when possible."""
+    """Write the subset as a CSV index; images inside the CSV's folder get relative paths."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with_repeat = any(r.repeat != 1 for r in rows)
@@ -109,12 +109,14 @@ def write_subset_csv(rows: Sequence[SubsetRow], path: str | os.PathLike[str]) ->
 
 
 def _relative(image: str | None, folder: Path) -> str:
+    """Relative to the CSV's folder when the image lies inside it (the two move together), else absolute."""
     if not image:
         return ""
+    image_path = Path(image).resolve()
     try:
-        return os.path.relpath(image, folder)
-    except ValueError:  # another drive on Windows
-        return image
+        return image_path.relative_to(folder.resolve()).as_posix()
+    except ValueError:
+        return str(image_path)
 
 
 def class_totals(rows: Sequence[SubsetRow]) -> Counter[str]:

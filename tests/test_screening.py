@@ -144,3 +144,10 @@ def test_balancing_plan_matches_target_proportions_deterministically():
     assert planned == dl.balancing_plan(rows, "target", {"a": 1, "b": 3}, seed=1)
     assert sum(r.repeat == 0 for r in planned if r.label == "a") == 65  # undersampled
     assert {r.repeat for r in planned if r.label == "b"} == {7, 8}     # oversampled 7.5x
+
+
+def test_unselectable_source_has_no_imbalance_and_valid_json(toy_distance):
+    target = ToyDataset("target", ["crack"], [3])
+    result = dl.screen(target, [ToyDataset("alien", ["hole"], [5], 0.5)], distance="colour_gap")
+    assert result.scores[0].imbalance is None
+    assert json.loads(result.to_json(), parse_constant=lambda c: pytest.fail(f"invalid JSON constant {c}"))
