@@ -12,6 +12,7 @@ from defectlab.errors import ConfigError, DataError, DefectlabError, ParameterEr
 from defectlab.hookspecs import hookimpl
 from defectlab.screening import ScreeningResult, discrepancy_score, screen, select_source
 from defectlab.subsets import balancing_plan, source_subset, write_subset_csv
+from defectlab.tiling import augment_pair, tile, untile
 
 try:
     __version__ = _metadata.version("defectlab")
@@ -41,6 +42,7 @@ __all__ = [
     "PluginError",
     "UnknownComponentError",
     "__version__",
+    "augment_pair", "tile", "untile",
     "create",
     "describe",
     "hookimpl",
