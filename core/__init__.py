@@ -8,7 +8,15 @@ from importlib import metadata as _metadata
 
 from defectlab.api import create, describe, get_component, list_components, plugins
 from defectlab.datasets import IMAGE_SUFFIXES, Box, DefectDataset, Sample, UnreadableImageError, open_dataset, read_image
-from defectlab.errors import ConfigError, DataError, DefectlabError, ParameterError, PluginError, UnknownComponentError
+from defectlab.errors import (
+    ConfigError,
+    DataError,
+    DefectlabError,
+    ParameterError,
+    PluginError,
+    UnknownComponentError,
+    did_you_mean,
+)
 from defectlab.hookspecs import hookimpl
 from defectlab.screening import ScreeningResult, discrepancy_score, screen, select_source
 from defectlab.subsets import balancing_plan, source_subset, write_subset_csv
@@ -45,6 +53,7 @@ __all__ = [
     "augment_pair", "tile", "untile",
     "create",
     "describe",
+    "did_you_mean",
     "hookimpl",
     "list_components",
     "plugins",

@@ -193,3 +193,13 @@ def test_hook_examples_register_and_work(hook_examples, tmp_path):
     hook_examples.add_commands(group)
     result = click.testing.CliRunner().invoke(group, ["count-components"])
     assert result.exit_code == 0 and int(result.output) >= 3
+
+
+def test_every_builtin_component_is_listed_on_its_kind_page():
+    import defectlab as dl
+
+    for component in dl.list_components():
+        if component.version != dl.__version__ or not component.obj.__module__.startswith("defectlab_plugins"):
+            continue
+        page = (DOCS / "kinds" / f"{component.kind}.md").read_text()
+        assert f"`{component.name}`" in page, f"docs/kinds/{component.kind}.md does not list `{component.name}`"

@@ -11,7 +11,6 @@ reported, not fatal, so a checkpoint with another head or input size still trans
 
 from __future__ import annotations
 
-import difflib
 import inspect
 import logging
 import math
@@ -25,7 +24,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from defectlab import DataError, ParameterError
+from defectlab import DataError, ParameterError, did_you_mean
 
 log = logging.getLogger("defectlab.backbones")
 
@@ -72,17 +71,11 @@ def check_common(num_classes: int, in_chans: int, head_dropout: float, head_hidd
         check_range("head_hidden", head_hidden, 1, math.inf)
 
 
-def close_matches(word: str, choices: Sequence[str]) -> str:
-    """A '; did you mean ...?' suffix naming the closest of ``choices``, or ''."""
-    matches = difflib.get_close_matches(word, list(choices), n=3, cutoff=0.6)
-    return "; did you mean " + " or ".join(map(repr, matches)) + "?" if matches else ""
-
-
 def check_names(parameter: str, names: str | Sequence[str], allowed: Sequence[str]) -> None:
     """ParameterError naming the choices when one of ``names`` (or ``names`` itself) is not in ``allowed``."""
     for name in [names] if isinstance(names, str) else names:
         if name not in allowed:
-            raise ParameterError(f"{parameter}: unknown name {name!r}{close_matches(name, allowed)} "
+            raise ParameterError(f"{parameter}: unknown name {name!r}{did_you_mean(name, allowed)} "
                                  f"(choices: {', '.join(allowed)})")
 
 
@@ -274,7 +267,7 @@ class ClassifierBase(nn.Module):
             hits = [(n, p) for n, p in self.named_parameters() if under_prefix(n, prefix)]
             if not hits:
                 choices = [*self.backbone_prefixes, HEAD, ALL_BUT_HEAD]
-                raise ParameterError(f"freeze: {prefix!r} names no parameter{close_matches(prefix, choices)} "
+                raise ParameterError(f"freeze: {prefix!r} names no parameter{did_you_mean(prefix, choices)} "
                                      f"(top-level names: {', '.join(choices)})")
             for name, parameter in hits:
                 parameter.requires_grad_(False)

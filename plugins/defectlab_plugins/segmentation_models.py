@@ -13,7 +13,6 @@ segmentation-models-pytorch is imported when a model is built, not when this mod
 
 from __future__ import annotations
 
-import difflib
 import logging
 import os
 from collections.abc import Callable, Mapping
@@ -24,7 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from defectlab import DataError, ParameterError
+from defectlab import DataError, ParameterError, did_you_mean
 
 log = logging.getLogger("defectlab.backbones")
 
@@ -173,9 +172,7 @@ def encoder_sources(encoder: str) -> dict[str, Any]:
         return {"imagenet": True}
     names = smp.encoders.get_encoder_names()
     if encoder not in names:
-        close = difflib.get_close_matches(encoder, names, n=4, cutoff=0.5)
-        hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
-        raise ParameterError(f"unknown encoder '{encoder}'{hint} (any of segmentation_models_pytorch."
+        raise ParameterError(f"unknown encoder '{encoder}'{did_you_mean(encoder, names)} (any of segmentation_models_pytorch."
                              f"encoders.get_encoder_names(), or 'tu-<timm model>')")
     return {name: name for name in smp.encoders.encoders[encoder]["pretrained_settings"]}
 

@@ -13,13 +13,12 @@ from typing import Any
 
 from torch import Tensor
 
-from defectlab import ParameterError
+from defectlab import ParameterError, did_you_mean
 from defectlab_plugins.classifier_base import (
     ClassifierBase,
     ClassifierHead,
     check_common,
     check_range,
-    close_matches,
     imagenet_state_dict,
     variant,
     with_common_args,
@@ -61,7 +60,7 @@ class TimmClassifier(ClassifierBase):
         import timm
 
         if not timm.is_model(model_name.split(".", 1)[0]):
-            raise ParameterError(f"timm has no model {model_name!r}{close_matches(model_name, timm.list_models())} "
+            raise ParameterError(f"timm has no model {model_name!r}{did_you_mean(model_name, timm.list_models())} "
                                  f"(see timm.list_models())")
         check_common(num_classes, in_chans, head_dropout, head_hidden)
         check_range("drop_path_rate", drop_path_rate, 0.0, 1.0, high_open=True)
