@@ -64,24 +64,28 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     return keys, value
 
 
+def set_value(config: dict[str, Any], keys: list[str], value: Any) -> None:
+    """Set ``config[k1][k2]... = value`` in place, making tables as needed; list items by index."""
+    node: Any = config
+    for depth, key in enumerate(keys[:-1]):
+        if isinstance(node, list):
+            node = node[_index(key, node, keys[: depth + 1])]
+        else:
+            node = node.setdefault(key, {})
+            if not isinstance(node, (dict, list)):
+                raise DefectlabError(f"--set {'.'.join(keys)}: '{'.'.join(keys[:depth + 1])}' is not a table")
+    last = keys[-1]
+    if isinstance(node, list):
+        node[_index(last, node, keys)] = value
+    else:
+        node[last] = value
+
+
 def apply_overrides(config: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     """A copy of ``config`` with each ``KEY=VALUE`` override set (list items by index: ``evaluators.0.name``)."""
     result = copy.deepcopy(config)
     for text in overrides:
-        keys, value = parse_override(text)
-        node: Any = result
-        for depth, key in enumerate(keys[:-1]):
-            if isinstance(node, list):
-                node = node[_index(key, node, keys[: depth + 1])]
-            else:
-                node = node.setdefault(key, {})
-                if not isinstance(node, (dict, list)):
-                    raise DefectlabError(f"--set {'.'.join(keys)}: '{'.'.join(keys[:depth + 1])}' is not a table")
-        last = keys[-1]
-        if isinstance(node, list):
-            node[_index(last, node, keys)] = value
-        else:
-            node[last] = value
+        set_value(result, *parse_override(text))
     return result
 
 

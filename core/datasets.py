@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from defectlab.errors import DataError, DefectlabError
+from defectlab.errors import DataError, DefectlabError, UnknownComponentError
 
 log = logging.getLogger("defectlab.datasets")
 
@@ -188,7 +188,10 @@ def open_dataset(spec: Any) -> DefectDataset:
         known = ", ".join(c.name for c in list_components("dataset"))
         raise DataError(f"cannot tell the format of '{text}'; name it explicitly, e.g. "
                         f"{{name = \"csv_index\", root = \"{text}\"}} (formats: {known})")
-    return _checked(create("dataset", text), text)
+    try:
+        return _checked(create("dataset", text), text)
+    except UnknownComponentError as exc:  # neither a path nor a name: say both
+        raise DataError(f"no file or folder '{text}', and {exc}") from exc
 
 
 def _checked(dataset: DefectDataset, text: str) -> DefectDataset:

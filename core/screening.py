@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -97,7 +97,8 @@ class ScreeningResult:
         return format_table(headers, rows)
 
     def to_dict(self) -> dict[str, Any]:
-        data = {k: v for k, v in asdict(self).items() if k != "datasets"}
+        data = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "datasets"}
+        data["scores"] = [asdict(score) for score in self.scores]
         data["best"] = self.best.source if self.best else None
         return data
 
@@ -149,22 +150,22 @@ def screen(target: Any, sources: Sequence[Any], distance: str | Mapping[str, Any
     names = [_label(target)] + [_label(s) for s in sources]
     if len(set(names)) != len(names):
         raise DataError(f"each dataset may appear once; got {names}")
-    summaries = {name: metric.represent(ds) for name, ds in zip(names, [target_dataset, *source_datasets])}
+    datasets = dict(zip(names, [target_dataset, *source_datasets]))
+    summaries = {name: metric.represent(dataset) for name, dataset in datasets.items()}
     scores = [
-        score_source(names[0], target_dataset, name, dataset, summaries, metric, imbalance_metric, epsilon)
-        for name, dataset in zip(names[1:], source_datasets)
+        score_source(names[0], target_dataset, name, datasets[name], summaries, metric, imbalance_metric, epsilon)
+        for name in names[1:]
     ]
     select_source(scores, top)
-    pairs = None
+    pairs: dict[str, dict[str, float | None]] | None = None
     if all_pairs:
-        datasets = dict(zip(names, [target_dataset, *source_datasets]))
-        pairs: dict[str, dict[str, float | None]] | None = {
+        pairs = {
             t: {s: (None if s == t else score_source(t, datasets[t], s, datasets[s], summaries, metric,
                                                        imbalance_metric, epsilon).score) for s in names}
             for t in names
         }
     return ScreeningResult(names[0], list(target_dataset.classes), distance_name, imbalance_name, epsilon,
-                           scores, pairs, dict(zip(names, [target_dataset, *source_datasets])))
+                           scores, pairs, datasets)
 
 
 def score_source(target_name: str, target: DefectDataset, source_name: str, source: DefectDataset,

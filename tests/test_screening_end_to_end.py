@@ -88,3 +88,9 @@ def test_yolo_source_subset_keeps_only_target_labels(tmp_path):
     with open(path) as handle:
         written = {row["path"]: row["boxes"] for row in csv.DictReader(handle)}
     assert written[str((root / "images" / "train" / "a.png").relative_to(tmp_path))] == "crack 0.5 0.5 0.2 0.2"
+
+
+def test_a_dataset_that_is_neither_a_path_nor_a_name(run_cli, tmp_path):
+    result = run_cli("screen", "--target", str(tmp_path / "missing"), "--source", "elpv:poly")
+    assert result.exit_code == 1
+    assert f"no file or folder '{tmp_path / 'missing'}', and unknown dataset" in result.output

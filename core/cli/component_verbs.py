@@ -59,9 +59,9 @@ def imbalance_command(name: str, counts: str | None, data: str | None, tp: float
             raise click.UsageError(f"'{name}' is an input-scope metric: pass --counts (e.g. --counts 349,62,250) "
                                    f"or --data DATASET, one of them")
         if data is not None:
-            from defectlab.cli.data_commands import open_dataset_argument
+            from defectlab.datasets import open_dataset
 
-            values = [float(c) for c in open_dataset_argument(data).class_counts()]
+            values = [float(c) for c in open_dataset(data).class_counts()]
         else:
             values = parse_counts(counts)
         value = float(metric(values))
@@ -99,13 +99,13 @@ def distance_command(name: str, data: tuple[str, ...], settings: tuple[str, ...]
     `defectlab distance emd --data elpv:mono --data elpv:poly --set k=5`.
     """
     from defectlab.api import create
-    from defectlab.cli.data_commands import open_dataset_argument
     from defectlab.cli.output import format_table
+    from defectlab.datasets import open_dataset
 
     if len(data) != 2:
         raise click.UsageError(f"pass exactly two datasets, --data A --data B (got {len(data)})")
     metric = create("distance", name, **component_params(settings))
-    summaries = [metric.represent(open_dataset_argument(spec)) for spec in data]
+    summaries = [metric.represent(open_dataset(spec)) for spec in data]
     value = float(metric(*summaries))
     if as_json:
         echo_json({"metric": name, "data": list(data), "value": value,

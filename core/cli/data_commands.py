@@ -19,19 +19,6 @@ PROBLEM_COLUMNS = ("key", "path", "problem")
 Problem = tuple[str, str, str]
 
 
-def open_dataset_argument(text: str) -> Any:
-    """A DATASET argument: a path (format detected) or NAME[:VALUE]; a path that is not there says so."""
-    from defectlab.datasets import open_dataset
-    from defectlab.errors import DataError, UnknownComponentError
-
-    try:
-        return open_dataset(text)
-    except UnknownComponentError as exc:
-        if Path(text).exists():
-            raise
-        raise DataError(f"no file or folder '{text}', and {exc}") from exc
-
-
 def _reason(exc: Exception) -> str:
     from defectlab.errors import DefectlabError
 
@@ -100,7 +87,9 @@ def check_data_command(dataset: str, out: str | None, workers: int) -> None:
     the columns key,path,problem; a summary line goes to stderr. Problems do not make the
     command fail: it is a report.
     """
-    data = open_dataset_argument(dataset)
+    from defectlab.datasets import open_dataset
+
+    data = open_dataset(dataset)
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(PROBLEM_COLUMNS)

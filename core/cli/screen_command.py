@@ -57,7 +57,7 @@ def screen_command(config: str | None, target: str | None, sources: tuple[str, .
     `top` lowest the source with most samples is chosen. Writes screen.json, the chosen
     source's subset as subset.csv and, with --all-pairs, pairs.png.
     """
-    from defectlab.config import apply_overrides, load_toml, validate
+    from defectlab.config import apply_overrides, load_toml, set_value, validate
     from defectlab.errors import ConfigError
     from defectlab.runs import new_run_dir, write_resolved_config
     from defectlab.screening import screen
@@ -70,7 +70,7 @@ def screen_command(config: str | None, target: str | None, sources: tuple[str, .
         settings["sources"] = list(sources)
     for key, value in command_line.items():
         if value is not None:
-            settings = apply_overrides(settings, [f"{key}={_toml(value)}"])
+            set_value(settings, key.split("."), value)
     settings = apply_overrides(settings, list(overrides))
     for kind, default in (("distance", "emd"), ("imbalance", "gini")):
         spec = settings.setdefault(kind, {"name": default})
@@ -94,15 +94,6 @@ def screen_command(config: str | None, target: str | None, sources: tuple[str, .
     click.echo(f"\nchosen source: {best.source if best else 'none (no source shares a class with the target)'}")
     for label, path in written.items():
         click.echo(f"{label}: {path}")
-
-
-def _toml(value: Any) -> str:
-    """A Python value as a TOML literal for an override."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return repr(value)
-    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 COMMANDS = [screen_command]
