@@ -1,0 +1,396 @@
+"""The data side of training: splits, label fractions, and DataLoaders of dict batches.
+
+:class:`DataModule` opens the datasets, decides which sample serves which split (a saved CSV,
+separate val/test datasets, the format's own split, or a stratified split by seed), and gives
+each split a DataLoader whose batches are the dicts that docs/training.md describes. An image
+that cannot be read is left out of its batch and named in ``skipped``, never a crash. The
+training order is drawn from (seed, epoch) alone and sharded by rank, so a resumed or
+distributed run sees the same samples in the same order.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from defectlab.datasets import DefectDataset, UnreadableImageError, open_dataset
+from defectlab.errors import DataError, ParameterError, did_you_mean
+from defectlab.splits import (
+    SPLIT_NAMES,
+    checked_fractions,
+    label_fraction_subset,
+    read_split_csv,
+    stratified_split,
+    write_split_csv,
+)
+from defectlab.transforms import ImageTransform
+
+log = logging.getLogger("defectlab.data")
+EXAMPLES_SHOWN = 5
+SEED_STRIDE = 1000003  # epoch generators are seeded with seed * SEED_STRIDE + epoch
+MEGABYTE = 2**20
+
+
+def _examples(items: list[str]) -> str:
+    return ", ".join(items[:EXAMPLES_SHOWN]) + (", ..." if len(items) > EXAMPLES_SHOWN else "")
+
+
+class EpochSampler(Sampler[int]):
+    """Positions in a training split for one epoch, the same list on every rank, then this rank's share.
+
+    The list is a permutation, or with ``weights`` a draw with replacement of the same length,
+    from a generator seeded by (seed, epoch). With ``world_size`` > 1 it is padded to a
+    multiple of the world size by repeating from its start, and rank r takes every
+    ``world_size``-th position from r on (as DistributedSampler does).
+    """
+
+    def __init__(self, size: int, seed: int, weights: list[float] | None = None,
+                 rank: int = 0, world_size: int = 1) -> None:
+        if not 0 <= rank < world_size:
+            raise ParameterError(f"rank must be in [0, world_size), got rank {rank} of {world_size}")
+        self.size, self.seed, self.rank, self.world_size = size, seed, rank, world_size
+        self.weights = None if weights is None else torch.tensor(weights, dtype=torch.float64)
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def epoch_order(self) -> list[int]:
+        """Every rank's positions of this epoch, padded; rank r iterates over ``[r::world_size]``."""
+        generator = torch.Generator().manual_seed(self.seed * SEED_STRIDE + self.epoch)
+        if self.weights is None:
+            order = torch.randperm(self.size, generator=generator)
+        else:
+            order = torch.multinomial(self.weights, self.size, replacement=True, generator=generator)
+        total = len(self) * self.world_size
+        return order.repeat(math.ceil(total / self.size))[:total].tolist()
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.epoch_order()[self.rank::self.world_size])
+
+    def __len__(self) -> int:
+        return math.ceil(self.size / self.world_size)
+
+
+class SplitImages(Dataset):
+    """The samples of one split as (dataset index, image tensor, target); no image when it cannot be read.
+
+    An unreadable image file is skipped (logged once, listed by the batch); a mask that does
+    not fit its image, holds values outside the classes or is missing raises DataError, since
+    training on it would silently teach the wrong thing.
+
+    Decoded, resized uint8 images (and masks) are kept in ``cache`` when it is a dict. With
+    DataLoader workers each worker fills its own copy.
+    """
+
+    def __init__(self, dataset: DefectDataset, indices: list[int], transform: ImageTransform, task: str,
+                 train: bool, cache: dict[int, Any] | None) -> None:
+        self.dataset, self.indices, self.transform, self.task = dataset, indices, transform, task
+        self.train, self.cache = train, cache
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, position: int) -> tuple[int, torch.Tensor | None, torch.Tensor | None]:
+        index = self.indices[position]
+        try:
+            image, target = self.item(index)
+        except UnreadableImageError as exc:  # a broken file is skipped; a wrong mask is the data's error
+            key = self.dataset.samples[index].key
+            if key not in self.dataset.unreadable:
+                self.dataset.unreadable[key] = str(exc)
+                log.warning("skipping %s", exc)
+            return index, None, None
+        return index, image, target
+
+    def item(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Image tensor and target of dataset sample ``index``; DataError when it cannot be used."""
+        image, mask = self.resized(index)
+        if mask is not None:
+            return self.transform(image, mask, train=self.train)
+        return self.transform(image, train=self.train), torch.tensor(self.dataset.samples[index].label)
+
+    def resized(self, index: int) -> tuple[np.ndarray, np.ndarray | None]:
+        """The sample's image (and mask) decoded, checked and resized, from the cache when it is there."""
+        if self.cache is not None and index in self.cache:
+            return self.cache[index]
+        image = self.dataset.load_image(index)
+        if self.task == "segment":
+            image, mask = self.transform.resize(image, self.checked_mask(index, image))
+        else:
+            image, mask = self.transform.resize(image), None
+        if self.cache is not None:
+            self.cache[index] = (image, mask)
+        return image, mask
+
+    def checked_mask(self, index: int, image: np.ndarray) -> np.ndarray:
+        """The sample's mask; DataError unless it has the image's size and only class indices."""
+        sample, classes = self.dataset.samples[index], self.dataset.classes
+        mask = np.asarray(self.dataset.load_mask(index))
+        if mask.shape[:2] != image.shape[:2]:
+            raise DataError(f"sample '{sample.key}': the image is {image.shape[1]}x{image.shape[0]} but its mask "
+                            f"is {mask.shape[1]}x{mask.shape[0]}; a mask must match its image pixel for pixel")
+        values = np.unique(mask)
+        bad = values[(values < 0) | (values >= len(classes))].tolist()
+        if bad:
+            raise DataError(f"mask '{sample.mask_path or sample.key}' has values {bad[:EXAMPLES_SHOWN]} outside the "
+                            f"{len(classes)} classes ({', '.join(classes)} = 0..{len(classes) - 1})")
+        return mask
+
+
+def collate(items: list[tuple[int, torch.Tensor | None, torch.Tensor | None]], image_shape: tuple[int, ...],
+            target_shape: tuple[int, ...]) -> dict[str, Any]:
+    """A dict batch of the usable items; the dataset indices of the others go to ``skipped``.
+
+    A batch whose every item was skipped still has tensors of the right shape, with N = 0.
+    """
+    kept = [item for item in items if item[1] is not None]
+    if kept:
+        image, target = torch.stack([item[1] for item in kept]), torch.stack([item[2] for item in kept])
+    else:
+        image, target = torch.empty((0, *image_shape)), torch.empty((0, *target_shape), dtype=torch.long)
+    return {"image": image, "target": target, "index": torch.tensor([item[0] for item in kept], dtype=torch.long),
+            "skipped": [item[0] for item in items if item[1] is None]}
+
+
+class DataModule:
+    """Datasets, splits and DataLoaders for training and evaluating classifiers and segmentation models.
+
+    Splits come from, first to last: ``splits_csv`` when that file exists; separate ``val`` /
+    ``test`` datasets (the main dataset gives the remaining splits, by ``split`` renormalised);
+    the format's own train/val/test when every sample has one (MVTec, synthetic_cracks); else a
+    stratified split of the main dataset by ``split`` and ``seed``. The main dataset's split is
+    saved to ``splits_csv`` when that file does not exist yet. ``label_fraction`` then keeps a
+    stratified share of train (val and test unchanged). ``splits`` maps a split name to indices
+    into ``datasets[name]`` and holds only the splits with samples (no 'val' for a train/test
+    protocol). Predicting on files needs no data module: ``ImageTransform(image_size, channels,
+    normalize, task=...)`` (the one in ``self.transform``) prepares an image.
+
+    Args:
+        dataset: The data: a path, NAME or NAME:VALUE, a dataset spec table, or a DefectDataset.
+        val: A separate validation dataset (same classes), instead of a share of ``dataset``.
+        test: A separate test dataset (same classes), instead of a share of ``dataset``.
+        task: 'classify' (a label per image) or 'segment' (a mask per image); default: the dataset's task.
+        split: Train/val/test fractions (or train/test: no val) for a stratified split.
+        format_splits: Use the format's own train/val/test folders when it has them; False
+            splits the data by ``split`` instead (MVTec AD's train folder has good images only).
+        seed: Seed of the split, the label-fraction subset and the training order (>= 0).
+        splits_csv: CSV of each sample's split (key,split,label): used if it exists, else written.
+        label_fraction: Share of the training labels to train on, per class (SPEC 002: 0.01 to 0.2).
+        image_size: Side of the square images the model gets.
+        channels: Image channels the model gets: 3 (grey repeated) or 1 (colour to luminance).
+        normalize: 'imagenet' mean/std (one channel: 0.449/0.226) or 'none' (values in [0, 1]).
+        augment: Training augmentations, from flip, rotate, contrast, brightness, noise.
+        batch_size: Training batch size (per process under torchrun).
+        eval_batch_size: Batch size for val and test (default: batch_size).
+        workers: DataLoader worker processes (0: load in the training process).
+        balance: 'oversample': draw training samples with probability 1/(size of their class),
+            so every class is seen about equally often; 'none': each sample once per epoch.
+        cache: Keep decoded, resized images in memory when they fit in ``cache_mb``.
+        cache_mb: Memory for cached images, all splits together (split by split while they fit).
+        drop_last: Leave out the last training batch when it is smaller than batch_size.
+    """
+
+    def __init__(self, dataset: str | dict[str, Any] | DefectDataset, *,
+                 val: str | dict[str, Any] | DefectDataset | None = None,
+                 test: str | dict[str, Any] | DefectDataset | None = None,
+                 task: Literal["classify", "segment"] | None = None,
+                 split: tuple[float, ...] = (0.7, 0.15, 0.15), format_splits: bool = True, seed: int = 0,
+                 splits_csv: str | None = None,
+                 label_fraction: float = 1.0, image_size: int = 224, channels: int = 3,
+                 normalize: Literal["imagenet", "none"] = "imagenet",
+                 augment: tuple[str, ...] = ("flip", "rotate", "contrast", "noise"), batch_size: int = 32,
+                 eval_batch_size: int | None = None, workers: int = 0,
+                 balance: Literal["none", "oversample"] = "none", cache: bool = True, cache_mb: int = 1024,
+                 drop_last: bool = False) -> None:
+        checks = [(seed >= 0, f"seed must be >= 0, got {seed}"),
+                  (batch_size >= 1 and (eval_batch_size is None or eval_batch_size >= 1),
+                   f"batch sizes must be >= 1, got {batch_size} and {eval_batch_size}"),
+                  (workers >= 0, f"workers must be >= 0, got {workers}"),
+                  (balance in ("none", "oversample"), f"balance must be 'none' or 'oversample', got {balance!r}")]
+        for ok, message in checks:
+            if not ok:
+                raise ParameterError(message)
+        fractions = checked_fractions(split)
+        main = open_dataset(dataset)
+        self.task = task or main.task
+        if self.task not in ("classify", "segment"):
+            raise DataError(f"the data module does not support the task '{self.task}' of {main!r} yet; "
+                            f"it handles classify and segment")
+        self.transform = ImageTransform(image_size, channels, normalize, augment, self.task)
+        explicit = {name: open_dataset(spec) for name, spec in (("val", val), ("test", test)) if spec is not None}
+        self.classes = list(main.classes)
+        for name, data in explicit.items():
+            if list(data.classes) != self.classes:
+                raise DataError(f"the {name} dataset {data!r} has classes {data.classes}, but the training data "
+                                f"has {self.classes}; give both the same classes in the same order")
+        self.seed, self.drop_last, self.workers, self.format_splits = seed, drop_last, workers, format_splits
+        self.batch_size, self.eval_batch_size = batch_size, eval_batch_size or batch_size
+        self.assignment = self._assignment(main, explicit, fractions, splits_csv)
+        indices = {name: list(range(len(explicit[name]))) if name in explicit
+                   else [i for i, part in enumerate(self.assignment) if part == name] for name in SPLIT_NAMES}
+        if label_fraction != 1.0:
+            indices["train"] = label_fraction_subset(indices["train"], [s.label for s in main.samples],
+                                                     label_fraction, seed)
+        if not indices["train"]:
+            raise DataError(f"the training split of {main!r} is empty; check split={list(split)} or the "
+                            f"splits file")
+        self.splits = {name: part for name, part in indices.items() if part}
+        self.datasets = {name: explicit.get(name, main) for name in self.splits}
+        for data in {id(d): d for d in self.datasets.values()}.values():
+            self._check_targets(data)
+        if splits_csv is not None and not Path(splits_csv).exists():
+            self.save_splits(splits_csv)
+        self._weights = self._oversampling_weights() if balance == "oversample" else None
+        self._cached = self._cache_plan(cache, cache_mb)
+        self._images: dict[str, SplitImages] = {}
+        self._loaders: dict[tuple[str, int, int], DataLoader] = {}
+
+    # --- splits ----------------------------------------------------------------------------------
+
+    def _assignment(self, main: DefectDataset, explicit: dict[str, DefectDataset], fractions: dict[str, float],
+                    splits_csv: str | None) -> list[str]:
+        """The split of each sample of the main dataset, by the precedence the class docstring gives."""
+        if splits_csv is not None and Path(splits_csv).exists():
+            return _stored_assignment(main, splits_csv, explicit)
+        labels = [sample.label for sample in main.samples]
+        if explicit:
+            remaining = {name: f for name, f in fractions.items() if name not in explicit}
+            total = sum(remaining.values())
+            if len(remaining) == 1 or total == 0:
+                return ["train"] * len(main)
+            return stratified_split(labels, [f / total for f in remaining.values()], self.seed, names=list(remaining))
+        predefined = [sample.split for sample in main.samples]
+        if self.format_splits and set(predefined) <= set(SPLIT_NAMES) and "train" in predefined:
+            return predefined  # type: ignore[return-value]
+        return stratified_split(labels, list(fractions.values()), self.seed)
+
+    def save_splits(self, path: str | Path) -> Path:
+        """Write the main dataset's split (before ``label_fraction``) as a CSV that ``splits_csv`` reads back."""
+        main = self.datasets["train"]
+        return write_split_csv(path, ((sample.key, part, None if sample.label is None else self.classes[sample.label])
+                                      for sample, part in zip(main.samples, self.assignment)))
+
+    def _check_targets(self, data: DefectDataset) -> None:
+        """DataError when ``data`` cannot give the task's targets (an image without a label, no masks at all)."""
+        if self.task == "classify":
+            missing = [sample.key for sample in data.samples if sample.label is None]
+            if missing:
+                raise DataError(f"classification needs a class label per image, but {len(missing)} image(s) of "
+                                f"{data!r} have none (e.g. {_examples(missing)})")
+        elif type(data).load_mask is DefectDataset.load_mask and not any(s.mask_path for s in data.samples):
+            raise DataError(f"segmentation needs a mask per image, but {data!r} has no masks")
+
+    # --- what the data are ---------------------------------------------------------------------
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def class_counts(self, split: str = "train") -> list[int]:
+        """Images per class in ``split`` (an image counts for each class it is labelled with)."""
+        counts = [0] * self.num_classes
+        data = self.datasets[self._known(split)]
+        for index in self.splits[split]:
+            for label in data.samples[index].labels:
+                counts[label] += 1
+        return counts
+
+    def describe(self) -> dict[str, Any]:
+        """Task, classes, and each split's dataset, size and class counts, for reports."""
+        return {"task": self.task, "classes": list(self.classes),
+                "splits": {name: {"dataset": repr(self.datasets[name]), "size": len(indices),
+                                  "class_counts": self.class_counts(name)} for name, indices in self.splits.items()}}
+
+    def sample_key(self, split: str, index: int) -> str:
+        """The key (e.g. file name) of a batch's ``index`` or ``skipped`` entry of ``split``."""
+        return self.datasets[self._known(split)].samples[index].key
+
+    def sample(self, split: str, index: int, train: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """Image tensor and target of dataset sample ``index`` of ``split``; raises what a loader would skip."""
+        return SplitImages(self.datasets[self._known(split)], [], self.transform, self.task, train, None).item(index)
+
+    def _known(self, split: str) -> str:
+        if split not in self.splits:
+            raise ParameterError(f"no split {split!r}{did_you_mean(split, self.splits)} (splits: {', '.join(self.splits)})")
+        return split
+
+    # --- loading -------------------------------------------------------------------------------
+
+    def _cache_plan(self, cache: bool, cache_mb: int) -> set[str]:
+        """The splits whose images are cached: train, val, test in turn, while their estimate fits in cache_mb."""
+        budget, cached = cache_mb * MEGABYTE if cache else 0, set()
+        height, width = self.transform.size
+        per_image = height * width * (self.transform.channels + (self.task == "segment"))
+        for name, indices in self.splits.items():
+            need = len(indices) * per_image
+            if need <= budget:
+                cached.add(name)
+                budget -= need
+        return cached
+
+    def _split_images(self, split: str) -> SplitImages:
+        if self._known(split) not in self._images:
+            self._images[split] = SplitImages(self.datasets[split], self.splits[split], self.transform,
+                                              self.task, split == "train", {} if split in self._cached else None)
+        return self._images[split]
+
+    def loader(self, split: str, epoch: int = 0, rank: int = 0, world_size: int = 1) -> DataLoader:
+        """The DataLoader of ``split``, set to ``epoch``; batches are dicts image/target/index/skipped.
+
+        Train: augmented, in the (seed, epoch) order (oversampled with balance='oversample') and
+        sharded by ``rank`` of ``world_size``. Val and test: not augmented, in order, whole on
+        every rank. A split's loader is made once and returned again with its epoch set, so its
+        workers and their cache live across epochs.
+        """
+        train = self._known(split) == "train"
+        key = (split, rank, world_size) if train else (split, 0, 1)
+        if key not in self._loaders:
+            images = self._split_images(split)
+            sampler = EpochSampler(len(images), self.seed, self._weights, rank, world_size) if train else None
+            height, width = self.transform.size
+            target_shape = (height, width) if self.task == "segment" else ()
+            self._loaders[key] = DataLoader(
+                images, batch_size=self.batch_size if train else self.eval_batch_size, sampler=sampler,
+                num_workers=self.workers, persistent_workers=self.workers > 0, drop_last=self.drop_last and train,
+                collate_fn=functools.partial(collate, image_shape=(self.transform.channels, height, width),
+                                             target_shape=target_shape))
+        loader = self._loaders[key]
+        if train:
+            loader.sampler.set_epoch(epoch)
+        return loader
+
+    def _oversampling_weights(self) -> list[float]:
+        """Training sampling weights 1 / (images of the sample's class), for balance='oversample'."""
+        samples = self.datasets["train"].samples
+        labels = [samples[i].label for i in self.splits["train"]]
+        if None in labels:
+            raise DataError("balance='oversample' needs a class label per training image; this data has images "
+                            "without one (use balance='none')")
+        counts = self.class_counts("train")
+        return [1.0 / counts[label] for label in labels]
+
+
+def _stored_assignment(main: DefectDataset, path: str, explicit: dict[str, DefectDataset]) -> list[str]:
+    """The split of each sample of ``main`` from a splits CSV; DataError unless the keys match exactly."""
+    stored = read_split_csv(path)
+    keys = [sample.key for sample in main.samples]
+    missing, extra = [k for k in keys if k not in stored], sorted(set(stored) - set(keys))
+    if missing or extra:
+        raise DataError(f"splits file '{path}' does not match {main!r}: {len(missing)} sample(s) are not in it"
+                        f"{f' (e.g. {_examples(missing)})' if missing else ''} and {len(extra)} key(s) are not in "
+                        f"the data{f' (e.g. {_examples(extra)})' if extra else ''}; delete the file to split "
+                        f"again, or fix the data")
+    clash = sorted({stored[k] for k in keys} & set(explicit))
+    if clash:
+        raise DataError(f"splits file '{path}' puts samples in {', '.join(clash)}, which here come from their "
+                        f"own dataset; delete the file to split again")
+    return [stored[k] for k in keys]

@@ -1,0 +1,146 @@
+"""From a decoded image (and mask) to the normalised tensor a model takes, with training augmentation.
+
+:class:`ImageTransform` needs no dataset, so ``predict`` builds the same one from a run's
+settings for arbitrary files. It works in two steps: :meth:`ImageTransform.resize` (uint8 in,
+uint8 out: what a data module caches) and the call, which converts channels, augments when
+training (SPEC 000 §2.5: flip, rotation, contrast, noise; SPEC 003: brightness) and normalises.
+Randomness comes from torch's global generator, so ``torch.manual_seed`` makes it repeatable.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+import numpy as np
+import torch
+from PIL import Image
+
+from defectlab.errors import DataError, ParameterError, did_you_mean
+
+AUGMENTATIONS = ("flip", "rotate", "contrast", "brightness", "noise")
+CONTRAST = 0.2  # factor drawn from [1 - CONTRAST, 1 + CONTRAST], about the image mean
+BRIGHTNESS = 0.1  # shift drawn from [-BRIGHTNESS, BRIGHTNESS] of the full range
+NOISE_STD = 0.02
+LUMINANCE = (0.299, 0.587, 0.114)  # ITU-R 601, as PIL's convert("L")
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+GREY_MEAN, GREY_STD = 0.449, 0.226  # the means of ImageNet's per-channel values
+
+
+class ImageTransform:
+    """Resize, channel conversion, augmentation (training only) and normalisation of one image.
+
+    Augmentations run in a fixed order whatever order they are named in: flip (horizontal and
+    vertical, each with probability 1/2), rotate (a random multiple of 90 degrees; only 180 for
+    non-square images), then contrast, brightness and Gaussian noise, clipped to [0, 1]. Flip
+    and rotate move a mask with the image. They run before channel conversion, so a grey image
+    repeated to three channels stays grey.
+
+    Args:
+        image_size: Output size: one int for square images, or (height, width).
+        channels: Channels of the output: 3 (grey images repeated) or 1 (colour to luminance).
+        normalize: 'imagenet' (ImageNet mean/std; for one channel mean 0.449, std 0.226) or 'none'.
+        augment: Augmentations applied when training, from flip, rotate, contrast, brightness, noise.
+        task: 'classify' (images only) or 'segment' (a mask may come with each image, and goes
+            through the same flips and rotations).
+    """
+
+    def __init__(self, image_size: int | tuple[int, int], channels: int = 3,
+                 normalize: Literal["imagenet", "none"] = "imagenet", augment: Sequence[str] = (),
+                 task: Literal["classify", "segment"] = "classify") -> None:
+        size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
+        if len(size) != 2 or not all(isinstance(v, int) and v >= 1 for v in size):
+            raise ParameterError(f"image_size must be a positive int or (height, width), got {image_size!r}")
+        if channels not in (1, 3):
+            raise ParameterError(f"channels must be 1 or 3, got {channels!r}")
+        if normalize not in ("imagenet", "none"):
+            raise ParameterError(f"normalize must be 'imagenet' or 'none', got {normalize!r}")
+        if task not in ("classify", "segment"):
+            raise ParameterError(f"task must be 'classify' or 'segment', got {task!r}")
+        for name in augment:
+            if name not in AUGMENTATIONS:
+                raise ParameterError(f"unknown augmentation {name!r}{did_you_mean(name, AUGMENTATIONS)} "
+                                 f"(choices: {', '.join(AUGMENTATIONS)})")
+        self.size: tuple[int, int] = size  # type: ignore[assignment]
+        self.channels, self.normalize, self.augment, self.task = channels, normalize, frozenset(augment), task
+        if normalize == "imagenet":
+            mean, std = (IMAGENET_MEAN, IMAGENET_STD) if channels == 3 else ((GREY_MEAN,), (GREY_STD,))
+            self._mean, self._std = torch.tensor(mean).view(-1, 1, 1), torch.tensor(std).view(-1, 1, 1)
+
+    def __repr__(self) -> str:
+        return (f"ImageTransform(image_size={self.size}, channels={self.channels}, normalize={self.normalize!r}, "
+                f"augment={sorted(self.augment, key=AUGMENTATIONS.index)}, task={self.task!r})")
+
+    def resize(self, image: np.ndarray, mask: np.ndarray | None = None
+               ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+        """The image resized bilinearly (uint8) and, if given, the mask by nearest neighbour (its dtype kept)."""
+        height, width = self.size
+        image = np.asarray(image)
+        if image.shape[:2] != (height, width):
+            image = np.asarray(Image.fromarray(image).resize((width, height), Image.Resampling.BILINEAR))
+        if mask is None:
+            return image
+        mask = np.asarray(mask)
+        if mask.shape[:2] != (height, width):  # nearest pixel centre, for any integer dtype
+            rows = np.minimum(((np.arange(height) + 0.5) * mask.shape[0] / height).astype(np.int64), mask.shape[0] - 1)
+            cols = np.minimum(((np.arange(width) + 0.5) * mask.shape[1] / width).astype(np.int64), mask.shape[1] - 1)
+            mask = mask[rows[:, None], cols[None, :]]
+        return image, mask
+
+    def __call__(self, image: np.ndarray, mask: np.ndarray | None = None, train: bool = False
+                 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """A float tensor (C, H, W), normalised; with a mask also a long tensor (H, W).
+
+        ``image`` is a uint8 array (H, W) or (H, W, 3), resized here unless it already has the
+        output size. Augmentation runs only when ``train`` is True. Only a 'segment' transform
+        takes a mask.
+        """
+        if mask is not None and self.task != "segment":
+            raise ParameterError("a 'classify' transform takes no mask; build it with task='segment'")
+        resized = self.resize(image, mask)
+        image, mask = resized if mask is not None else (resized, None)
+        if image.ndim == 2:
+            image = image[:, :, None]
+        if image.ndim != 3 or image.shape[2] not in (1, 3):
+            raise DataError(f"expected a grey (H, W) or colour (H, W, 3) image, got shape {image.shape}")
+        tensor = torch.tensor(image).permute(2, 0, 1).float().div_(255.0)  # a copy: cached arrays stay as they are
+        target = None if mask is None else torch.tensor(mask, dtype=torch.long)
+        if train and self.augment:
+            tensor, target = self._augmented(tensor, target)
+        tensor = self._with_channels(tensor)
+        if self.normalize == "imagenet":
+            tensor = (tensor - self._mean) / self._std
+        return tensor if target is None else (tensor, target)
+
+    def _augmented(self, image: torch.Tensor, mask: torch.Tensor | None
+                   ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Random geometry for image and mask together, then random photometry for the image."""
+        pair = [image, None if mask is None else mask[None]]
+        if "flip" in self.augment:
+            flips = torch.rand(2)
+            for axis, draw in ((-1, flips[0]), (-2, flips[1])):
+                if draw < 0.5:
+                    pair = [None if t is None else t.flip(axis) for t in pair]
+        if "rotate" in self.augment:
+            square = image.shape[-1] == image.shape[-2]
+            turns = int(torch.randint(4, ())) if square else 2 * int(torch.randint(2, ()))
+            pair = [None if t is None else torch.rot90(t, turns, dims=(-2, -1)) for t in pair]
+        image, mask = pair[0], None if pair[1] is None else pair[1][0]
+        if "contrast" in self.augment:
+            factor = torch.empty(()).uniform_(1 - CONTRAST, 1 + CONTRAST)
+            mean = image.mean()
+            image = mean + (image - mean) * factor
+        if "brightness" in self.augment:
+            image = image + torch.empty(()).uniform_(-BRIGHTNESS, BRIGHTNESS)
+        if "noise" in self.augment:
+            image = image + torch.randn_like(image) * NOISE_STD
+        return image.clamp_(0.0, 1.0).contiguous(), None if mask is None else mask.contiguous()
+
+    def _with_channels(self, image: torch.Tensor) -> torch.Tensor:
+        """Grey repeated to three channels, or colour reduced to luminance, as ``channels`` asks."""
+        if image.shape[0] == self.channels:
+            return image
+        if self.channels == 3:
+            return image.expand(3, -1, -1).contiguous()
+        weights = torch.tensor(LUMINANCE, dtype=image.dtype).view(3, 1, 1)
+        return (image * weights).sum(dim=0, keepdim=True)
