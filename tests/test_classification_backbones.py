@@ -10,7 +10,6 @@ import torch
 import torch.nn.functional as F
 
 import defectlab as dl
-from defectlab_plugins.classifier_base import WeightReport
 from defectlab_plugins.resnet_variants import GeM, DropBlock2D, SpatialSelfAttention
 
 EARLY = ("conv1", "bn1", "layer1", "layer2")
@@ -202,7 +201,7 @@ def test_weights_from_a_local_file_reproduce_the_outputs(tmp_path, suffix):
     with torch.no_grad():
         assert torch.equal(loaded(x), source(x))
     report = loaded.weights_report
-    assert isinstance(report, WeightReport)
+    assert isinstance(report, dl.WeightReport)
     assert len(report.loaded) == len(source.state_dict()) and not (report.skipped or report.missing or report.unused)
 
 
@@ -215,7 +214,7 @@ def test_weights_of_another_architecture_report_what_did_not_fit(tmp_path):
     assert "head.fc.weight" in report.skipped and "layer1.0.conv3.weight" in report.unused
     assert "conv1.weight" in report.loaded and "layer1.0.conv1.weight" not in report.loaded
     assert report.missing == []  # every ResNet-18 name exists in a ResNet-50, some with other shapes
-    assert "skipped head.fc.weight: file [5, 2048] vs model [2, 512]" in report.summary()
+    assert "skipped head.fc.weight: source [5, 2048] vs model [2, 512]" in report.summary()
 
 
 def test_a_new_head_keeps_the_transferred_backbone(tmp_path):

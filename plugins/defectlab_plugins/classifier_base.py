@@ -16,23 +16,20 @@ import logging
 import math
 import os
 from collections import OrderedDict
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from defectlab import DataError, ParameterError, did_you_mean
+from defectlab import DataError, ParameterError, WeightReport, did_you_mean, load_matching, read_state_dict
 
 log = logging.getLogger("defectlab.backbones")
 
 IMAGENET = "imagenet"
 ALL_BUT_HEAD = "all_but_head"
 HEAD = "head"
-# Keys under which training checkpoints commonly nest the model's state dict.
-NESTED_STATE_KEYS = ("state_dict", "model_state_dict", "model", "module")
 OFFLINE_VALUES = {"1", "true", "yes", "on"}
 
 COMMON_ARGS = """\
@@ -98,31 +95,6 @@ class ClassifierHead(nn.Sequential):
         super().__init__(layers)
 
 
-@dataclass
-class WeightReport:
-    """Which tensors of a weights source went where.
-
-    ``loaded``: copied into the model. ``skipped``: same name, other shape (file shape, model
-    shape). ``unused``: in the file, not in the model. ``missing``: in the model, not in the
-    file (they keep their initial values).
-    """
-
-    source: str
-    loaded: list[str] = field(default_factory=list)
-    skipped: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = field(default_factory=dict)
-    unused: list[str] = field(default_factory=list)
-    missing: list[str] = field(default_factory=list)
-
-    def summary(self) -> str:
-        """One paragraph: counts, then the names that did not fit."""
-        lines = [f"weights from {self.source}: loaded {len(self.loaded)} tensors, skipped {len(self.skipped)} "
-                 f"(shape mismatch), {len(self.unused)} in the file only, {len(self.missing)} in the model only"]
-        lines += [f"  skipped {name}: file {list(a)} vs model {list(b)}" for name, (a, b) in self.skipped.items()]
-        if self.missing:
-            lines.append("  in the model only (initial values kept): " + ", ".join(self.missing))
-        return "\n".join(lines)
-
-
 def offline() -> bool:
     """Whether the user asked for no network (HF_HUB_OFFLINE)."""
     return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in OFFLINE_VALUES
@@ -146,57 +118,6 @@ def imagenet_state_dict(timm_name: str, **timm_kwargs: Any) -> dict[str, Tensor]
     except Exception as exc:  # network, hub or cache errors all mean the same to the user
         raise DataError(f"could not download the imagenet weights of {timm_name} ({exc}); {advice}") from exc
     return model.state_dict()
-
-
-def read_state_dict(path: str | Path) -> dict[str, Tensor]:
-    """The tensors of a .safetensors file or a torch-saved (possibly nested) state dict."""
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise DataError(f"weights: {str(path)!r} is neither 'imagenet' nor an existing file")
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            loaded: Any = load_file(str(path), device="cpu")
-        else:
-            loaded = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise DataError(f"weights: cannot read {path} as a state dict ({exc})") from exc
-    while isinstance(loaded, Mapping) and not any(isinstance(v, Tensor) for v in loaded.values()):
-        nested = next((loaded[k] for k in NESTED_STATE_KEYS if isinstance(loaded.get(k), Mapping)), None)
-        if nested is None:
-            break
-        loaded = nested
-    if not isinstance(loaded, Mapping):
-        raise DataError(f"weights: {path} holds a {type(loaded).__name__}, not a state dict of tensors")
-    return {k.removeprefix("module."): v for k, v in loaded.items() if isinstance(v, Tensor)}
-
-
-def fit_state_dict(model: nn.Module, state: Mapping[str, Tensor], source: str,
-                   native_prefix: str = "") -> WeightReport:
-    """Copy the tensors of ``state`` that fit ``model`` by name and shape; report the rest.
-
-    A name not found as it is is tried under ``native_prefix`` (so the state dict of a bare timm
-    model loads into a wrapper that holds it as ``encoder``).
-    """
-    own = model.state_dict()
-    report = WeightReport(source)
-    matched: dict[str, Tensor] = {}
-    for name, tensor in state.items():
-        target = next((key for key in (name, native_prefix + name) if key in own), None)
-        if target is None:
-            report.unused.append(name)
-        elif tensor.shape != own[target].shape:
-            report.skipped[target] = (tuple(tensor.shape), tuple(own[target].shape))
-        else:
-            matched[target] = tensor
-    if not matched:
-        raise DataError(f"weights: none of the {len(state)} tensors from {source} fit this model "
-                        f"(first names: {', '.join(list(state)[:3])}); is it a checkpoint of another architecture?")
-    model.load_state_dict(matched, strict=False)
-    report.loaded = list(matched)
-    report.missing = [name for name in own if name not in matched and name not in report.skipped]
-    return report
 
 
 def variant(base: type, class_name: str, name: str, doc: str, **attributes: Any) -> type:
@@ -246,9 +167,11 @@ class ClassifierBase(nn.Module):
         if weights is not None:
             if weights == IMAGENET:
                 state, source = imagenet(), "imagenet"
+            elif not (file := Path(weights).expanduser()).is_file():
+                raise DataError(f"weights: {str(file)!r} is neither 'imagenet' nor an existing file")
             else:
                 state, source = read_state_dict(weights), str(weights)
-            self.weights_report = fit_state_dict(self, state, source, self.native_prefix)
+            self.weights_report = load_matching(self, state, source, prefixes=(self.native_prefix,))
             report = self.weights_report
             # a fresh head is expected; a backbone tensor that did not fit is worth a warning
             backbone_misfits = [n for n in [*report.skipped, *report.missing] if not n.startswith(HEAD + ".")]

@@ -16,109 +16,45 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from defectlab import DataError, ParameterError, did_you_mean
+from defectlab import DataError, ParameterError, WeightReport, did_you_mean, load_matching, read_state_dict
 
 log = logging.getLogger("defectlab.backbones")
 
 OFFLINE_VALUES = {"1", "true", "yes", "on"}
-CHECKPOINT_KEYS = ("state_dict", "model_state_dict", "model_state", "model")
-WRAPPER_PREFIXES = ("module.", "_orig_mod.")  # DistributedDataParallel, torch.compile
 
 
 # --- weights -----------------------------------------------------------------------------------------
-
-@dataclass
-class WeightsReport:
-    """What loading a local weights file did: tensors loaded, skipped (and why), and left as initialised."""
-
-    path: str
-    loaded: list[str] = field(default_factory=list)
-    skipped: dict[str, str] = field(default_factory=dict)
-    missing: list[str] = field(default_factory=list)
-
-    def __str__(self) -> str:
-        text = f"'{self.path}': loaded {len(self.loaded)} tensors"
-        if self.skipped:
-            examples = "; ".join(f"{k} ({v})" for k, v in list(self.skipped.items())[:3])
-            text += f", skipped {len(self.skipped)} that do not fit (e.g. {examples})"
-        if self.missing:
-            text += f"; {len(self.missing)} model tensors keep their initial values"
-        return text
-
 
 def hub_offline() -> bool:
     """Whether HF_HUB_OFFLINE forbids downloads (the values huggingface_hub accepts as true)."""
     return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in OFFLINE_VALUES
 
 
-def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    """The tensors of a .pt/.pth/.safetensors file, unwrapped from a checkpoint dict and DDP/compile prefixes."""
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            data: Any = load_file(str(path), device="cpu")
-        else:
-            data = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # pickle, zip and safetensors errors all mean the same to the user
-        raise DataError(f"cannot read weights file '{path}': {exc}") from exc
-    if isinstance(data, nn.Module):
-        data = data.state_dict()
-    for key in CHECKPOINT_KEYS:
-        if isinstance(data, Mapping) and isinstance(data.get(key), Mapping):
-            data = data[key]
-            break
-    if not isinstance(data, Mapping) or not any(isinstance(v, torch.Tensor) for v in data.values()):
-        raise DataError(f"'{path}' holds no state dict (a mapping of tensor names to tensors); save one with "
-                        f"torch.save(model.state_dict(), PATH) or torch.save(model.encoder.state_dict(), PATH)")
-    tensors = {}
-    for key, value in data.items():
-        if isinstance(value, torch.Tensor):
-            for prefix in WRAPPER_PREFIXES:
-                key = key.removeprefix(prefix)
-            tensors[key] = value
-    return tensors
+def rgb_to_grey(tensor: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """An RGB first convolution (O, 3, kh, kw) summed over its channels for a grey model's (O, 1, kh, kw), as
+    timm and smp adapt it; any other tensor as it is."""
+    if tensor.ndim == 4 and target.ndim == 4 and tensor.shape[1] == 3 and target.shape[1] == 1 \
+            and tensor.shape[0] == target.shape[0] and tensor.shape[2:] == target.shape[2:]:
+        return tensor.sum(dim=1, keepdim=True)
+    return tensor
 
 
-def load_local_weights(model: nn.Module, path: str | os.PathLike[str]) -> WeightsReport:
-    """Load the tensors of ``path`` that fit ``model`` (by name and shape) and report the rest.
+def load_local_weights(model: nn.Module, path: str | os.PathLike[str]) -> WeightReport:
+    """Load the tensors of ``path`` that fit ``model`` (by name and shape), log and return the report.
 
     The file may hold the whole model or its encoder alone (names without ``encoder.``). A
     first convolution saved for 3 channels is summed over them to fit a 1-channel model. A
     file of which no tensor fits is a DataError: it is not weights of this network.
     """
-    file = Path(path)
-    tensors = read_state_dict(file)
-    own = model.state_dict()
-    prefix = max(("", "encoder."), key=lambda p: sum(p + k in own for k in tensors))
-    report, fitting = WeightsReport(str(file)), {}
-    for key, value in tensors.items():
-        name = prefix + key
-        if name not in own:
-            report.skipped[key] = "not in this model"
-            continue
-        target = own[name]
-        if value.shape != target.shape and value.ndim == 4 and value.shape[1] == 3 and target.shape[1] == 1 \
-                and value.shape[0] == target.shape[0] and value.shape[2:] == target.shape[2:]:
-            value = value.sum(dim=1, keepdim=True)  # RGB first convolution -> grey, as timm and smp adapt it
-        if value.shape != target.shape:
-            report.skipped[key] = f"shape {tuple(value.shape)} in the file, {tuple(target.shape)} in the model"
-            continue
-        fitting[name] = value
-        report.loaded.append(name)
-    if not fitting:
-        raise DataError(f"none of the {len(tensors)} tensors of '{file}' fits this model (e.g. "
-                        f"{', '.join(list(tensors)[:3])}); give weights of the same architecture or of its encoder")
-    model.load_state_dict(fitting, strict=False)
-    report.missing = [k for k in own if k not in fitting]
-    (log.warning if report.skipped else log.info)("weights %s", report)
+    report = load_matching(model, read_state_dict(path), str(path), prefixes=("encoder.",), adapt=rgb_to_grey)
+    # a file tensor left out (not in this model, or of another shape) is worth a warning
+    (log.warning if report.skipped or report.unused else log.info)(report.summary())
     return report
 
 

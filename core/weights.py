@@ -1,0 +1,130 @@
+"""Reading weight files and loading the tensors that fit: one loader for backbones, checkpoints and transfer.
+
+A weights file may be a bare state dict, a training checkpoint that nests it (``model``,
+``state_dict``, ...), a saved module, or a ``.safetensors`` file; names written by
+DistributedDataParallel or ``torch.compile`` are unwrapped. Tensors that do not fit the model
+by name and shape are skipped and reported, never fatal, so a checkpoint with another head or
+input size still gives what fits; a file of which nothing fits is an error.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from defectlab.errors import DataError
+
+if TYPE_CHECKING:
+    from torch import Tensor, nn
+
+#: Keys under which training checkpoints commonly nest the model's state dict.
+NESTED_STATE_KEYS = ("model", "state_dict", "model_state_dict", "model_state", "module")
+#: Name prefixes added by wrappers (DDP, torch.compile) that a plain model does not have.
+WRAPPER_PREFIXES = ("module.", "_orig_mod.")
+#: Buffers that count steps rather than hold learnt values: matching only these is matching nothing.
+BOOKKEEPING_BUFFERS = ("num_batches_tracked",)
+
+
+@dataclass
+class WeightReport:
+    """Which tensors of a weights source went where.
+
+    ``loaded``: copied into the model. ``skipped``: same name, other shape (source shape,
+    model shape). ``unused``: in the source, not in the model (or not asked for). ``missing``:
+    in the model, not loaded (they keep their initial values).
+    """
+
+    source: str
+    loaded: list[str] = field(default_factory=list)
+    skipped: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = field(default_factory=dict)
+    unused: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        """One paragraph: counts, then the names that did not fit."""
+        lines = [f"weights from {self.source}: loaded {len(self.loaded)} tensors, skipped {len(self.skipped)} "
+                 f"(shape mismatch), {len(self.unused)} in the source only, {len(self.missing)} in the model only"]
+        lines += [f"  skipped {name}: source {list(a)} vs model {list(b)}" for name, (a, b) in self.skipped.items()]
+        if self.missing:
+            shown = ", ".join(self.missing[:12]) + (f" and {len(self.missing) - 12} more" if len(self.missing) > 12 else "")
+            lines.append("  in the model only (initial values kept): " + shown)
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable form, for run directories."""
+        return {"source": self.source, "loaded": self.loaded, "unused": self.unused, "missing": self.missing,
+                "skipped": {k: {"source": list(a), "model": list(b)} for k, (a, b) in self.skipped.items()}}
+
+
+def read_state_dict(path: str | Path) -> dict[str, Tensor]:
+    """The tensors of a weights file: a (nested) state dict, a saved module or a .safetensors file."""
+    import torch
+    from torch import nn
+
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise DataError(f"weights: '{path}' is not an existing file")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            loaded: Any = load_file(str(path), device="cpu")
+        else:
+            loaded = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # pickle, zip and safetensors errors all mean the same to the user
+        raise DataError(f"weights: cannot read '{path}' as a state dict ({exc})") from exc
+    if isinstance(loaded, nn.Module):
+        loaded = loaded.state_dict()
+    while isinstance(loaded, Mapping) and not any(isinstance(v, torch.Tensor) for v in loaded.values()):
+        nested = next((loaded[k] for k in NESTED_STATE_KEYS if isinstance(loaded.get(k), Mapping)), None)
+        if nested is None:
+            break
+        loaded = nested
+    if not isinstance(loaded, Mapping) or not any(isinstance(v, torch.Tensor) for v in loaded.values()):
+        raise DataError(f"weights: '{path}' holds no state dict (a mapping of tensor names to tensors); save one "
+                        f"with torch.save(model.state_dict(), PATH), or of the part to load, e.g. "
+                        f"torch.save(model.encoder.state_dict(), PATH)")
+    return {unwrapped(k): v for k, v in loaded.items() if isinstance(v, torch.Tensor)}
+
+
+def unwrapped(name: str) -> str:
+    """A tensor name without the prefixes DDP and torch.compile add."""
+    for prefix in WRAPPER_PREFIXES:
+        name = name.removeprefix(prefix)
+    return name
+
+
+def load_matching(model: nn.Module, state: Mapping[str, Tensor], source: str, prefixes: tuple[str, ...] = ("",),
+                  adapt: Callable[[Tensor, Tensor], Tensor] | None = None) -> WeightReport:
+    """Copy the tensors of ``state`` that fit ``model`` by name and shape; report the rest.
+
+    A name is tried as it is, then under each of ``prefixes`` (so a bare encoder's state dict
+    loads into a model that holds it as ``encoder``). ``adapt(tensor, model_tensor)`` may
+    reshape a tensor before the shape check (e.g. an RGB first convolution summed for grey
+    input). Raises DataError when nothing fits.
+    """
+    own = model.state_dict()
+    report = WeightReport(source)
+    matched: dict[str, Tensor] = {}
+    for name, tensor in state.items():
+        target = next((p + name for p in ("", *prefixes) if p + name in own), None)
+        if target is None:
+            report.unused.append(name)
+            continue
+        if adapt is not None and tensor.shape != own[target].shape:
+            tensor = adapt(tensor, own[target])
+        if tensor.shape != own[target].shape:
+            report.skipped[target] = (tuple(tensor.shape), tuple(own[target].shape))
+        else:
+            matched[target] = tensor
+    if all(name.endswith(BOOKKEEPING_BUFFERS) for name in matched):
+        parts = "".join(f" or of its {p.rstrip('.')}" for p in prefixes if p)
+        raise DataError(f"weights: none of the {len(state)} tensors from {source} fit this model (first names: "
+                        f"{', '.join(list(state)[:3])}); is it a checkpoint of another architecture? Give weights "
+                        f"of this architecture{parts}")
+    model.load_state_dict(matched, strict=False)
+    report.loaded = list(matched)
+    report.missing = [name for name in own if name not in matched and name not in report.skipped]
+    return report
