@@ -1,0 +1,323 @@
+"""The classification losses against NumPy evaluations of their formulas, hand-worked class
+weights (SPEC 002 §4.2–4.4), and their registration."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+import defectlab as dl
+from defectlab_plugins.classification_loss_functions import inverse_frequency_weights
+
+IGNORE = -100
+
+
+# --- NumPy references -------------------------------------------------------------------------
+
+def log_softmax(x: np.ndarray) -> np.ndarray:
+    shifted = x - x.max(1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(1, keepdims=True))
+
+
+def reduce(per_sample: np.ndarray, true_weight: np.ndarray, reduction: str):
+    """PyTorch's convention: 'mean' divides by the sum of the true classes' weights."""
+    if reduction == "none":
+        return per_sample
+    if reduction == "sum":
+        return per_sample.sum()
+    return per_sample.sum() / true_weight.sum()
+
+
+def cross_entropy_reference(x, y, smoothing=0.0, weights=None, reduction="mean"):
+    """−Σ_c w_c q_c log softmax(x)_c with q = (1 − ε)·onehot + ε/K; ignored samples score 0."""
+    k = x.shape[1]
+    w = np.ones(k) if weights is None else np.asarray(weights, float)
+    valid = y != IGNORE
+    y_safe = np.where(valid, y, 0)
+    q = (1 - smoothing) * np.eye(k)[y_safe] + smoothing / k
+    per_sample = -(w * q * log_softmax(x)).sum(1) * valid
+    return reduce(per_sample, w[y_safe] * valid, reduction)
+
+
+def focal_reference(x, y, gamma, weights=None, reduction="mean"):
+    """−α_y (1 − p_y)^γ log p_y with p = softmax(x)."""
+    k = x.shape[1]
+    w = np.ones(k) if weights is None else np.asarray(weights, float)
+    valid = y != IGNORE
+    y_safe = np.where(valid, y, 0)
+    log_py = log_softmax(x)[np.arange(len(y)), y_safe]
+    per_sample = -w[y_safe] * (1 - np.exp(log_py)) ** gamma * log_py * valid
+    return reduce(per_sample, w[y_safe] * valid, reduction)
+
+
+def batch(seed=0, n=9, k=3, scale=2.0):
+    """float64 logits (n, k) and targets with one ignored sample."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(0, scale, (n, k))
+    y = rng.integers(0, k, n)
+    y[n // 2] = IGNORE
+    return x, y
+
+
+def loss_value(name, x, y, **params):
+    loss = dl.create("loss", name, **params)
+    return loss(torch.from_numpy(x), torch.from_numpy(y)).detach().numpy()
+
+
+# --- cross_entropy --------------------------------------------------------------------------------
+
+REFERENCES = {"cross_entropy": ("label_smoothing", cross_entropy_reference),
+              "multiclass_focal": ("gamma", focal_reference)}
+
+
+@pytest.mark.parametrize("name,setting", [("cross_entropy", 0.0), ("cross_entropy", 0.11), ("cross_entropy", 0.5),
+                                          ("multiclass_focal", 0.0), ("multiclass_focal", 0.5),
+                                          ("multiclass_focal", 2.0), ("multiclass_focal", 3.0)])
+@pytest.mark.parametrize("weights", [None, [0.5, 2.0, 1.0], [0.0, 1.0, 3.0]])
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_losses_match_numpy(name, setting, weights, reduction):
+    """ε of cross_entropy, γ of multiclass_focal, with and without class weights and an ignored sample."""
+    x, y = batch(seed=1, n=11)
+    parameter, reference = REFERENCES[name]
+    params = {parameter: setting, "reduction": reduction}
+    if weights is not None:
+        params["class_weights"] = weights
+    expected = reference(x, y, setting, weights, reduction)
+    np.testing.assert_allclose(loss_value(name, x, y, **params), expected, rtol=1e-12, atol=1e-14)
+
+
+def test_cross_entropy_on_a_hand_example():
+    # logits (0, ln 3): softmax (1/4, 3/4); target 1: −log(3/4) = 0.287682; ε = 0.2: q = (0.1, 0.9),
+    # −0.1·log(1/4) − 0.9·log(3/4) = 0.138629 + 0.258914 = 0.397544
+    x, y = np.array([[0.0, np.log(3)]]), np.array([1])
+    assert loss_value("cross_entropy", x, y) == pytest.approx(0.287682, abs=1e-6)
+    assert loss_value("cross_entropy", x, y, label_smoothing=0.2) == pytest.approx(0.397544, abs=1e-6)
+
+
+def test_inverse_frequency_weights_hand_examples():
+    # [90, 10]: N = 100, k = 2: raw N/(k·n_c) = [100/180, 100/20] = [0.5556, 5.0], mean 2.7778 -> [0.2, 1.8]
+    assert inverse_frequency_weights([90, 10]) == pytest.approx([0.2, 1.8])
+    assert inverse_frequency_weights([10, 10, 10]) == pytest.approx([1.0, 1.0, 1.0])
+    # [30, 0, 10]: N = 40, k = 3: raw [40/90, 0, 40/30] = [0.4444, 0, 1.3333]; mean over the two present
+    # classes 0.8889 -> [0.5, 0, 1.5]: the empty class gets 0 and the rest have mean 1
+    weights = inverse_frequency_weights([30, 0, 10])
+    assert weights == pytest.approx([0.5, 0.0, 1.5])
+    assert weights[1] == 0.0 and np.mean([weights[0], weights[2]]) == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("counts,message", [
+    ([0, 0], "at least one class with samples"),
+    ([5, -1], "whole numbers ≥ 0"),
+    ([2.5, 3], "whole numbers ≥ 0"),
+])
+def test_inverse_frequency_weights_refuse_bad_counts(counts, message):
+    with pytest.raises(dl.DataError, match=message):
+        inverse_frequency_weights(counts)
+
+
+@pytest.mark.parametrize("name", ["cross_entropy", "multiclass_focal"])
+def test_inverse_frequency_comes_from_setup(name):
+    x, y = batch(seed=2, k=2)
+    loss = dl.create("loss", name, class_weights="inverse_frequency")
+    with pytest.raises(dl.DefectlabError, match=r"call loss.setup\(classes=\.\.\., class_counts=\.\.\.\)"):
+        loss(torch.from_numpy(x), torch.from_numpy(y))
+    loss.setup(classes=["ok", "ng"], class_counts=[90, 10])
+    assert loss.weight.tolist() == pytest.approx([0.2, 1.8])
+    explicit = loss_value(name, x, y, class_weights=[0.2, 1.8])
+    assert float(loss(torch.from_numpy(x), torch.from_numpy(y))) == pytest.approx(float(explicit), rel=1e-12)
+
+
+def test_inverse_frequency_weights_follow_the_logits_device_and_dtype():
+    loss = dl.create("loss", "cross_entropy", class_weights="inverse_frequency")
+    loss.setup(classes=["a", "b"], class_counts=[3, 1])
+    value = loss(torch.zeros(2, 2, dtype=torch.float32), torch.tensor([0, 1]))
+    assert value.dtype == torch.float32 and value.item() == pytest.approx(np.log(2))
+
+
+def test_a_class_without_training_samples_weighs_nothing():
+    loss = dl.create("loss", "cross_entropy", class_weights="inverse_frequency")
+    loss.setup(classes=["a", "b", "c"], class_counts=[30, 0, 10])
+    x = torch.tensor([[5.0, 0.0, 0.0], [0.0, 0.0, 5.0]])
+    only_b = loss(x, torch.tensor([1, 1]))
+    assert only_b.item() == 0.0  # every sample weighs 0: nothing counts
+    # samples of a (w 0.5) and c (w 1.5) with equal losses: the weighted mean is that loss
+    unweighted = dl.create("loss", "cross_entropy")(x, torch.tensor([0, 2]))
+    assert loss(x, torch.tensor([0, 2])).item() == pytest.approx(unweighted.item())
+
+
+def test_explicit_weights_of_the_wrong_length_are_a_data_error_naming_both_lengths():
+    loss = dl.create("loss", "cross_entropy", class_weights=[1.0, 2.0, 3.0])
+    with pytest.raises(dl.DataError, match="class_weights has 3 values but the logits have 2 classes"):
+        loss(torch.zeros(4, 2), torch.tensor([0, 1, 0, 1]))
+    with pytest.raises(dl.DataError, match="class_weights has 3 values but the data has 2 classes"):
+        loss.setup(classes=["ok", "ng"], class_counts=[5, 5])
+
+
+def test_setup_counts_must_fit_the_logits():
+    loss = dl.create("loss", "multiclass_focal", class_weights="inverse_frequency")
+    loss.setup(classes=["a", "b", "c"], class_counts=[1, 2, 3])
+    with pytest.raises(dl.DataError, match="class counts of 3 classes but the logits have 2"):
+        loss(torch.zeros(1, 2), torch.tensor([0]))
+    with pytest.raises(dl.DataError, match="3 class names but 2 class counts"):
+        loss.setup(classes=["a", "b", "c"], class_counts=[1, 2])
+
+
+# --- multiclass_focal -------------------------------------------------------------------------------
+
+def test_focal_on_a_hand_example():
+    # softmax (1/4, 3/4), target 1, γ = 2: −(1/4)²·log(3/4) = 0.0625 · 0.287682 = 0.0179801
+    x, y = np.array([[0.0, np.log(3)]]), np.array([1])
+    assert loss_value("multiclass_focal", x, y) == pytest.approx(0.0179801, abs=1e-7)
+
+
+@pytest.mark.parametrize("weights", ["none", [0.5, 2.0, 1.0]])
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_focal_with_gamma_zero_is_cross_entropy(weights, reduction):
+    x, y = batch(seed=4, n=16)
+    x32, y32 = torch.from_numpy(x).float(), torch.from_numpy(y)
+    focal = dl.create("loss", "multiclass_focal", gamma=0.0, class_weights=weights, reduction=reduction)
+    cross_entropy = dl.create("loss", "cross_entropy", class_weights=weights, reduction=reduction)
+    assert torch.equal(focal(x32, y32), cross_entropy(x32, y32))
+
+
+def test_focal_shrinks_the_loss_of_well_classified_samples():
+    x = torch.tensor([[4.0, 0.0], [0.2, 0.0]])  # p_y = 0.982 and 0.550
+    y = torch.tensor([0, 0])
+    ce = dl.create("loss", "cross_entropy", reduction="none")(x, y)
+    focal = dl.create("loss", "multiclass_focal", gamma=2.0, reduction="none")(x, y)
+    ratios = (focal / ce).tolist()
+    assert ratios[0] < 1e-3 < 0.19 < ratios[1] < 0.21  # (1 − p_y)²: 0.00032 and 0.2025
+
+
+@pytest.mark.parametrize("name,params", [
+    ("cross_entropy", {}), ("cross_entropy", {"label_smoothing": 0.1, "class_weights": [1.0, 3.0, 0.5]}),
+    ("multiclass_focal", {"gamma": 2.0}), ("multiclass_focal", {"gamma": 0.5, "class_weights": [1.0, 3.0, 0.5]}),
+])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_gradients_stay_finite_for_extreme_logits(name, params, dtype):
+    x = torch.tensor([[50.0, -50.0, 0.0], [-50.0, 50.0, -50.0], [50.0, -50.0, 50.0], [-50.0, -50.0, 50.0]],
+                     dtype=dtype, requires_grad=True)
+    y = torch.tensor([0, 0, 2, 2])  # confidently right, confidently wrong, a tie, right
+    value = dl.create("loss", name, **params)(x, y)
+    value.backward()
+    assert value.dtype == torch.float32 and torch.isfinite(value)
+    assert torch.isfinite(x.grad).all()
+    assert x.grad.abs().sum() > 0
+
+
+def test_saturated_focal_loss_keeps_its_tail():
+    # p_y = 1 − e^−30 (up to rounding): 1 − p_y from expm1 is ~9.4e-14, not 0 from 1 − exp(log p_y)
+    x = torch.tensor([[30.0, 0.0]], dtype=torch.float64)
+    value = dl.create("loss", "multiclass_focal", gamma=1.0)(x, torch.tensor([0]))
+    assert value.item() == pytest.approx(np.exp(-30) ** 2, rel=1e-6)  # (1 − p)·(−log p) ≈ e^−30 · e^−30
+
+
+# --- shared behaviour ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", ["cross_entropy", "multiclass_focal"])
+def test_ignored_samples_count_nowhere(name):
+    x, y = batch(seed=5)
+    kept = y != IGNORE
+    full = loss_value(name, x, y)
+    assert full == pytest.approx(loss_value(name, x[kept], y[kept]), rel=1e-12)
+    assert loss_value(name, x, y, reduction="none")[~kept].tolist() == [0.0]
+    assert loss_value(name, x[kept], y[kept], ignore_index=7) == pytest.approx(full)  # 7 never occurs...
+    y[y == IGNORE] = 2  # ...and a real class can be the one ignored
+    assert loss_value(name, x, y, ignore_index=2) == pytest.approx(loss_value(name, x[y != 2], y[y != 2]))
+
+
+@pytest.mark.parametrize("name", ["cross_entropy", "multiclass_focal"])
+def test_every_sample_ignored_gives_zero_not_nan(name):
+    x = torch.randn(3, 4, requires_grad=True)
+    value = dl.create("loss", name)(x, torch.full((3,), IGNORE))
+    value.backward()
+    assert value.item() == 0.0 and torch.isfinite(x.grad).all()
+
+
+@pytest.mark.parametrize("name", ["cross_entropy", "multiclass_focal"])
+@pytest.mark.parametrize("pred,target,message", [
+    (torch.zeros(4, 3), torch.tensor([0, 1, 3, 2]), r"class indices in \[0, 3\) .* ignore_index -100; found \[3\]"),
+    (torch.zeros(2, 3), torch.tensor([-1, 0]), r"found \[-1\]"),
+    (torch.zeros(4, 3), torch.tensor([0, 1]), r"target of shape \(2,\) does not fit .* \(4,\)"),
+    (torch.zeros(4, 3), torch.zeros(4, 1, dtype=torch.long), r"expected class indices of shape \(4,\)"),
+    (torch.zeros(4), torch.zeros(4, dtype=torch.long), r"logits of shape \(N, K\)"),
+    (torch.zeros(2, 3, 5, 5), torch.zeros(2, 5, 5, dtype=torch.long), r"logits of shape \(N, K\)"),
+    (torch.zeros(2, 3, dtype=torch.long), torch.zeros(2, dtype=torch.long), "floating-point"),
+    (torch.zeros(2, 3), torch.zeros(2), "integer class indices"),
+])
+def test_bad_data_says_what_was_expected(name, pred, target, message):
+    with pytest.raises(dl.DataError, match=message):
+        dl.create("loss", name)(pred, target)
+
+
+@pytest.mark.parametrize("name,params,message", [
+    ("cross_entropy", {"label_smoothing": 1.0}, r"label_smoothing must be in \[0, 1\), got 1"),
+    ("cross_entropy", {"label_smoothing": -0.1}, r"label_smoothing must be in \[0, 1\)"),
+    ("cross_entropy", {"class_weights": "balanced"}, r"expected 'none' \| 'inverse_frequency' \| list\[float\]"),
+    ("multiclass_focal", {"class_weights": [1.0, -2.0]}, "weights ≥ 0"),
+    ("multiclass_focal", {"class_weights": [0.0, 0.0]}, "not all 0"),
+    ("multiclass_focal", {"gamma": -1.0}, r"gamma must be in \[0, inf\)"),
+    ("cross_entropy", {"reduction": "avg"}, r"expected 'mean' \| 'sum' \| 'none', got 'avg'"),
+])
+def test_bad_parameters_say_what_is_allowed(name, params, message):
+    with pytest.raises(dl.ParameterError, match=message):
+        dl.create("loss", name, **params)
+
+
+def test_built_directly_the_constructor_checks_its_choices():
+    from defectlab_plugins.classification_loss_functions import CrossEntropy, MulticlassFocal
+
+    with pytest.raises(dl.ParameterError, match="class_weights must be one of 'none', 'inverse_frequency' or a list"):
+        CrossEntropy(class_weights="balanced")
+    with pytest.raises(dl.ParameterError, match="reduction must be one of 'mean', 'sum', 'none'"):
+        MulticlassFocal(reduction="avg")
+
+
+def test_command_line_strings_become_weights():
+    assert dl.create("loss", "cross_entropy", class_weights="0.5,2").class_weights == [0.5, 2.0]
+    assert dl.create("loss", "cross_entropy", class_weights="inverse_frequency").class_weights == "inverse_frequency"
+    assert dl.create("loss", "multiclass_focal", gamma="0").gamma == 0.0
+
+
+def test_reduction_none_gives_one_loss_per_sample():
+    x, y = batch(seed=6, n=7)
+    assert loss_value("cross_entropy", x, y, reduction="none").shape == (7,)
+    assert loss_value("multiclass_focal", x, y, reduction="none").shape == (7,)
+
+
+# --- the registry and the command line ---------------------------------------------------------------
+
+def test_registered_with_their_defaults():
+    defaults = {name: {p.name: p.default for p in dl.get_component("loss", name).parameters}
+                for name in ("cross_entropy", "multiclass_focal")}
+    assert defaults == {
+        "cross_entropy": {"label_smoothing": 0.0, "class_weights": "none", "ignore_index": -100, "reduction": "mean"},
+        "multiclass_focal": {"gamma": 2.0, "class_weights": "none", "ignore_index": -100, "reduction": "mean"},
+    }
+    for name in defaults:
+        assert all(p.doc for p in dl.get_component("loss", name).parameters), f"{name} has undocumented parameters"
+
+
+def test_list_and_show_on_the_command_line(run_cli):
+    result = run_cli("list", "loss", "--json")
+    listed = {c["name"]: c for c in json.loads(result.output)}
+    assert listed["cross_entropy"]["plugin"] == listed["multiclass_focal"]["plugin"] == "classification_losses"
+    result = run_cli("show", "loss", "cross_entropy")
+    assert result.exit_code == 0
+    for text in ("label_smoothing", "class_weights", "'none' | 'inverse_frequency' | list[float]", "N / (k·n_c)",
+                 "ignore_index", "-100"):
+        assert text in result.output
+    info = json.loads(run_cli("show", "loss", "multiclass_focal", "--json").output)
+    assert [p["name"] for p in info["parameters"]] == ["gamma", "class_weights", "ignore_index", "reduction"]
+
+
+def test_loading_the_plugin_modules_does_not_import_torch():
+    code = ("import sys, defectlab_plugins.classification_losses, defectlab_plugins.classification_metrics; "
+            "print(sorted(m for m in ('torch', 'torchmetrics', 'sklearn', 'matplotlib') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
