@@ -14,13 +14,24 @@ from defectlab.errors import (
     DefectlabError,
     ParameterError,
     PluginError,
+    TrainingError,
     UnknownComponentError,
     did_you_mean,
 )
 from defectlab.hookspecs import hookimpl
 from defectlab.screening import ScreeningResult, discrepancy_score, screen, select_source
+from defectlab.splits import label_fraction_subset, stratified_split
 from defectlab.subsets import balancing_plan, source_subset, write_subset_csv
+from defectlab.runs import Run
 from defectlab.tiling import augment_pair, tile, untile
+from defectlab.transfer import freeze_backbone, init_backbone_from
+from defectlab.weights import WeightReport, load_matching, read_state_dict
+
+_LAZY = {  # names whose modules import torch
+    "DataModule": "defectlab.data_module", "ImageTransform": "defectlab.transforms",
+    "Trainer": "defectlab.engine", "TrainSettings": "defectlab.train_settings", "train": "defectlab.training",
+    "evaluate_run": "defectlab.prediction", "load_trained": "defectlab.prediction", "predict": "defectlab.prediction",
+}
 
 try:
     __version__ = _metadata.version("defectlab")
@@ -57,4 +68,16 @@ __all__ = [
     "hookimpl",
     "list_components",
     "plugins",
+    "DataModule", "ImageTransform", "label_fraction_subset", "stratified_split",
+    "Run", "TrainSettings", "Trainer", "TrainingError", "WeightReport", "evaluate_run", "freeze_backbone",
+    "init_backbone_from", "load_matching", "load_trained", "predict", "read_state_dict", "train",
 ]
+
+
+def __getattr__(name: str) -> object:
+    """The names whose modules import torch, imported on first use so ``import defectlab`` stays light."""
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'defectlab' has no attribute {name!r}")

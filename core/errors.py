@@ -37,6 +37,10 @@ class PluginError(DefectlabError):
     """A plugin that is broken or conflicts with another one."""
 
 
+class TrainingError(DefectlabError):
+    """A training that stopped before its end (non-finite loss, interruption); the run can be resumed."""
+
+
 def did_you_mean(word: str, choices: Iterable[str]) -> str:
     """A '; did you mean ...?' suffix naming the close matches of ``word``, or ''."""
     matches = difflib.get_close_matches(word, list(choices), n=3, cutoff=0.6)

@@ -44,3 +44,63 @@ def write_resolved_config(folder: Path, config: dict[str, Any], seed: int | None
                                     indent=2, default=str))
     temporary.replace(path)
     return path
+
+
+class Run:
+    """A run directory read back: its config, status, metrics per epoch and final evaluation."""
+
+    def __init__(self, folder: str | Path):
+        self.folder = Path(folder)
+        if not (self.folder / "config.json").is_file():
+            from defectlab.errors import DataError
+
+            raise DataError(f"'{self.folder}' is not a run directory (it has no config.json); give the folder "
+                            f"that `defectlab train` wrote")
+
+    def __repr__(self) -> str:
+        return f"Run({str(self.folder)!r}, status={self.status.get('status')!r})"
+
+    def _json(self, name: str) -> dict[str, Any]:
+        path = self.folder / name
+        return json.loads(path.read_text()) if path.is_file() else {}
+
+    @property
+    def name(self) -> str:
+        return self.folder.name
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """The resolved config the run was trained with."""
+        return self._json("config.json").get("config", {})
+
+    @property
+    def status(self) -> dict[str, Any]:
+        """run.json: status, epochs done, best epoch, skipped images, transfer report, data summary."""
+        return self._json("run.json")
+
+    @property
+    def metrics(self) -> list[dict[str, Any]]:
+        """One record per epoch from metrics.jsonl."""
+        path = self.folder / "metrics.jsonl"
+        if not path.is_file():
+            return []
+        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+    @property
+    def evaluation(self) -> dict[str, Any]:
+        """The final evaluation (scores, details, files) of the best weights on the test split."""
+        folder = self.folder / "eval"
+        found = sorted(folder.glob("*/metrics.json")) if folder.is_dir() else []
+        ordered = sorted(found, key=lambda p: ("test", "val").index(p.parent.name) if p.parent.name in ("test", "val") else 2)
+        return json.loads(ordered[0].read_text()) if ordered else {}
+
+    @property
+    def scores(self) -> dict[str, float]:
+        """The final evaluation's scores (empty if the run has none yet)."""
+        return self.evaluation.get("scores", {})
+
+    @property
+    def stages(self) -> list[Run]:
+        """The stages of a staged run, in order (empty for a single-stage run)."""
+        names = self._json("config.json").get("stages", [])
+        return [Run(self.folder / name) for name in names]

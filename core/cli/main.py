@@ -65,9 +65,11 @@ def cli(debug: bool) -> None:
 
 
 def _register_builtin_commands() -> None:
-    from defectlab.cli import catalog, component_verbs, config_commands, data_commands, demo_command, screen_command
+    from defectlab.cli import (catalog, component_verbs, config_commands, data_commands, demo_command, screen_command,
+                               train_commands)
 
-    for module in (catalog, component_verbs, config_commands, data_commands, demo_command, screen_command):
+    for module in (catalog, component_verbs, config_commands, data_commands, demo_command, screen_command,
+                   train_commands):
         for command in module.COMMANDS:
             cli.add_command(command)
 

@@ -26,3 +26,11 @@ def echo_json(data: Any) -> None:
 def format_number(value: float) -> str:
     """Four significant decimals for people; JSON keeps full precision."""
     return f"{value:.4f}"
+
+
+def format_records(columns: Sequence[str], records: Sequence[dict[str, Any]]) -> str:
+    """A table of dict records in ``columns`` order; floats with four decimals, missing values blank."""
+    def cell(value: Any) -> str:
+        return format_number(value) if isinstance(value, float) else ("" if value is None else str(value))
+
+    return format_table(columns, [[cell(record.get(c)) for c in columns] for record in records])

@@ -1,0 +1,39 @@
+"""Checkpoints: written to a temporary name and renamed, so a killed run never leaves half a file."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from defectlab.errors import DataError
+
+#: Version of the checkpoint layout; a newer one is refused with a clear message.
+FORMAT = 1
+
+
+def save_checkpoint(path: Path, state: dict[str, Any]) -> Path:
+    """``torch.save`` ``state`` (plus the format version) to ``path`` atomically."""
+    import torch
+
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    torch.save({"format": FORMAT, **state}, temporary)
+    os.replace(temporary, path)
+    return path
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    """A checkpoint written by :func:`save_checkpoint`, with a clear error if it is not one."""
+    import torch
+
+    if not path.is_file():
+        raise DataError(f"no checkpoint '{path}'")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise DataError(f"cannot read checkpoint '{path}' ({exc}); it may be from an interrupted copy") from exc
+    if not isinstance(state, dict) or "model" not in state:
+        raise DataError(f"'{path}' is not a defectlab checkpoint (no 'model' entry)")
+    if state.get("format", 0) > FORMAT:
+        raise DataError(f"'{path}' was written by a newer defectlab (checkpoint format {state['format']}); upgrade")
+    return state

@@ -1,0 +1,121 @@
+"""``defectlab train``, ``evaluate``, ``predict`` and ``report``: runs in, run directories and tables out."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from defectlab.cli.output import echo_json, format_records, format_table
+
+
+@click.command("train")
+@click.argument("config", required=False, type=click.Path(dir_okay=False))
+@click.option("--set", "overrides", multiple=True, help="Override any config key, e.g. --set train.lr=1e-4.")
+@click.option("--out", type=click.Path(file_okay=False), help="Run directory (default runs/train-<time>).")
+@click.option("--resume", type=click.Path(exists=True, file_okay=False), help="Continue a killed run from its last.pt.")
+@click.option("--init-from", help="RUN_OR_CHECKPOINT whose backbone initialises the model (head re-initialised).")
+@click.option("--linear-probe/--finetune", default=None,
+              help="Train the head only on a frozen backbone, or fine-tune (the config's train.linear_probe).")
+@click.option("--epochs", type=int, help="Shortcut for --set train.epochs=N.")
+def train_command(config: str | None, overrides: tuple[str, ...], out: str | None, resume: str | None,
+                  init_from: str | None, linear_probe: bool | None, epochs: int | None) -> None:
+    """Train the components of CONFIG into a run directory.
+
+    The run directory holds config.json, splits.csv, metrics.jsonl, last.pt/best.pt,
+    run.json, the test evaluation under eval/, curves.png and report.html. A killed run
+    continues with --resume RUN; a config with [[stages]] trains each stage from the previous
+    one's backbone (staged transfer).
+    """
+    from defectlab.distributed import world_from_environment
+    from defectlab.training import train
+
+    if config is None and resume is None:
+        raise click.UsageError("give a CONFIG file, or --resume RUN")
+    if config is not None and resume is not None:
+        raise click.UsageError("give either a CONFIG file or --resume RUN, not both")
+    overrides = overrides + ((f"train.epochs={epochs}",) if epochs is not None else ())
+    if resume is not None and (init_from or linear_probe is not None):
+        raise click.UsageError("--init-from and --linear-probe/--finetune cannot change a resumed run")
+    run = train(config, out=out, overrides=overrides, resume=resume, init_from=init_from, linear_probe=linear_probe)
+    if world_from_environment().is_main:  # under torchrun, one table
+        _print_scores(run)
+
+
+def _print_scores(run: Any) -> None:
+    from defectlab.run_report import comparison_rows
+
+    runs = run.stages or [run]
+    rows, columns = comparison_rows(runs)
+    click.echo(format_records(columns, rows))
+    click.echo(f"report: {run.folder / 'report.html'}")
+
+
+@click.command("evaluate")
+@click.argument("run", type=click.Path(exists=True))
+@click.option("--data", "dataset", help="DATASET to evaluate on, whole (default: the run's own test split).")
+@click.option("--split", default="test", show_default=True, help="Split of the run's own data (without --data).")
+@click.option("--checkpoint", "which", type=click.Choice(["best", "last"]), default="best", show_default=True)
+@click.option("--out", type=click.Path(file_okay=False), help="Folder for the results (default RUN/evaluate-<time>).")
+@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
+def evaluate_command(run: str, dataset: str | None, split: str, which: str, out: str | None, as_json: bool) -> None:
+    """Score a trained RUN with its evaluators; save metrics.json, plots and misclassified.csv."""
+    from defectlab.prediction import evaluate_run
+
+    results = evaluate_run(run, dataset, split=split, which=which, out=out)
+    if as_json:
+        echo_json(results)
+        return
+    scores = results["scores"]
+    click.echo(format_records(["metric", "value"], [{"metric": k, "value": v} for k, v in scores.items()]))
+    for name, details in results["details"].items():
+        matrix = details.get("confusion_matrix") if isinstance(details, dict) else None
+        if matrix:
+            classes = details.get("classes", [str(i) for i in range(len(matrix))])
+            click.echo(f"\nconfusion matrix ({name}; rows = true class)")
+            click.echo(format_table(["", *classes], [[c, *row] for c, row in zip(classes, matrix)]))
+        if isinstance(details, dict) and details.get("f1_best_text"):
+            click.echo(f"F1 at its best confidence: {details['f1_best_text']}")
+    click.echo(f"\nresults: {results['folder']}")
+
+
+@click.command("predict")
+@click.argument("run", type=click.Path(exists=True))
+@click.argument("images", nargs=-1, required=True, type=click.Path())
+@click.option("--out", type=click.Path(dir_okay=False), default="predictions.csv", show_default=True)
+@click.option("--checkpoint", "which", type=click.Choice(["best", "last"]), default="best", show_default=True)
+@click.option("--batch-size", type=click.IntRange(1), default=32, show_default=True)
+@click.option("--threshold", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.5,
+              show_default=True, help="Defect probability above which a pixel is defect (segmentation).")
+def predict_command(run: str, images: tuple[str, ...], out: str, which: str, batch_size: int,
+                    threshold: float) -> None:
+    """Predict IMAGES (files or folders) with a trained RUN and write a CSV of predictions."""
+    from defectlab.prediction import predict
+
+    path = predict(run, images, out, batch_size=batch_size, which=which, threshold=threshold)
+    click.echo(f"predictions: {path}")
+
+
+@click.command("report")
+@click.argument("runs", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False))
+@click.option("--out", type=click.Path(file_okay=False), help="Folder of the comparison (default runs/report-<time>).")
+def report_command(runs: tuple[str, ...], out: str | None) -> None:
+    """Compare RUNS side by side (a table and overlaid curves), or rewrite one run's report.html."""
+    from pathlib import Path
+
+    from defectlab.run_report import comparison_rows, write_comparison, write_run_report
+    from defectlab.runs import Run, new_run_dir
+
+    loaded = [Run(r) for r in runs]
+    expanded = [stage for run in loaded for stage in (run.stages or [run])]
+    if len(expanded) == 1 and out is None:
+        click.echo(f"report: {write_run_report(Path(expanded[0].folder))}")
+        return
+    folder = new_run_dir("report", out)
+    path = write_comparison(expanded, folder, title="comparison of " + ", ".join(r.name for r in expanded))
+    rows, columns = comparison_rows(expanded)
+    click.echo(format_records(columns, rows))
+    click.echo(f"report: {path}")
+
+
+COMMANDS = [train_command, evaluate_command, predict_command, report_command]

@@ -1,0 +1,371 @@
+"""The training engine: components in, run directory out.
+
+:class:`Trainer` trains any model from a ``backbone`` component with any ``loss`` on the batches
+of a :class:`~defectlab.data_module.DataModule`, evaluates with ``evaluator`` components, and
+writes the run directory of DESIGN.md "Runs": metrics.jsonl, atomic last.pt/best.pt, run.json
+and, at the end, the test evaluation, plots and report.html. It resumes from last.pt to the same
+result, stops early on a monitored metric, stops with a clear message on a non-finite loss, and
+runs unchanged under ``torchrun`` (DistributedDataParallel; only rank 0 writes).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+import sys
+import time
+from collections.abc import Callable, Sequence
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from defectlab import distributed
+from defectlab.checkpoints import load_checkpoint, save_checkpoint
+from defectlab.errors import DataError, DefectlabError, TrainingError
+from defectlab.evaluation import evaluate_split, write_evaluation
+from defectlab.train_settings import TrainSettings
+from defectlab.transfer import freeze_backbone, frozen_norms_to_eval, init_backbone_from
+
+log = logging.getLogger("defectlab.engine")
+
+Callback = Callable[["Trainer", dict[str, Any]], None]
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (every device) from one number."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def pick_device(name: str, world: distributed.World) -> torch.device:
+    """The device a setting names; 'auto' is this rank's GPU if there is one, else the CPU."""
+    if name == "auto":
+        name = f"cuda:{world.local_rank}" if torch.cuda.is_available() else "cpu"
+    try:
+        device = torch.device(name)
+    except RuntimeError as exc:
+        raise DataError(f"train.device: {exc}; use 'auto', 'cpu', 'cuda' or 'cuda:N'") from exc
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise DataError(f"train.device is '{name}' but PyTorch sees no GPU here; use 'cpu' or 'auto'")
+    return device
+
+
+def make_optimizer(parameters: list[nn.Parameter], settings: TrainSettings) -> torch.optim.Optimizer:
+    if not parameters:
+        raise DataError("every parameter of the model is frozen: nothing to train (check model.freeze and "
+                        "train.linear_probe)")
+    if settings.optimizer == "sgd":
+        return torch.optim.SGD(parameters, lr=settings.lr, momentum=settings.momentum,
+                               weight_decay=settings.weight_decay)
+    return torch.optim.AdamW(parameters, lr=settings.lr, weight_decay=settings.weight_decay)
+
+
+def make_schedule(optimizer: torch.optim.Optimizer, settings: TrainSettings) -> torch.optim.lr_scheduler.LRScheduler:
+    """Per-epoch schedule: linear warm-up from lr/10, then cosine, step or constant."""
+    from torch.optim import lr_scheduler
+
+    after = settings.epochs - settings.warmup_epochs
+    if settings.schedule == "cosine":
+        main: lr_scheduler.LRScheduler = lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(after - 1, 1),
+                                                                        eta_min=settings.min_lr)
+    elif settings.schedule == "step":
+        main = lr_scheduler.StepLR(optimizer, step_size=settings.step_size, gamma=settings.gamma)
+    else:
+        main = lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
+    if not settings.warmup_epochs:
+        return main
+    warmup = lr_scheduler.LinearLR(optimizer, start_factor=0.1, total_iters=settings.warmup_epochs)
+    return lr_scheduler.SequentialLR(optimizer, [warmup, main], milestones=[settings.warmup_epochs])
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The model inside a DistributedDataParallel wrapper."""
+    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+
+
+def write_json(path: Path, data: Any) -> None:
+    """Write JSON atomically."""
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text(json.dumps(data, indent=2, default=str))
+    temporary.replace(path)
+
+
+class Trainer:
+    """Train ``model`` on ``data`` with ``loss``, evaluating with ``evaluators``, into ``folder``.
+
+    Every piece can be built on its own (``defectlab.create``) and handed in here; ``fit()``
+    returns the :class:`~defectlab.runs.Run`. ``callbacks`` are called after every epoch with
+    the trainer and that epoch's metrics (on every rank).
+    """
+
+    def __init__(self, model: nn.Module, loss: nn.Module, data: Any, folder: str | Path,
+                 evaluators: Sequence[Any] = (), settings: TrainSettings | None = None,
+                 callbacks: Sequence[Callback] = (), describe: dict[str, Any] | None = None):
+        self.settings = settings or TrainSettings()
+        self.world = distributed.world_from_environment()
+        self.device = pick_device(self.settings.device, self.world)
+        self.folder = Path(folder)
+        self.model, self.loss, self.data = model, loss, data
+        self.evaluators = list(evaluators)
+        self.callbacks = list(callbacks)
+        self.extra = dict(describe or {})
+        self.epoch = 0  # epochs completed
+        self.best: dict[str, Any] = {"epoch": None, "value": None, "monitor": self.settings.monitor}
+        self.bad_evaluations = 0
+        self.skipped: dict[str, None] = {}
+        self.transfer_report: dict[str, Any] | None = None
+        self.frozen: list[str] = []
+        self.amp = self.settings.amp and self.device.type == "cuda"
+
+    # --- set-up ----------------------------------------------------------------------------------
+
+    def _prepare(self, resume: bool) -> None:
+        counts = self.data.class_counts("train")
+        for component in (self.loss, *self.evaluators):
+            if hasattr(component, "setup"):
+                component.setup(classes=list(self.data.classes), class_counts=counts)
+        if self.settings.init_from and not resume:  # a resumed run restores every tensor from last.pt
+            report = init_backbone_from(self.model, self.settings.init_from)
+            self.transfer_report = report.to_dict()
+            self._say(report.summary())
+        if self.settings.linear_probe:
+            self.frozen = freeze_backbone(self.model)
+        self.model.to(self.device)
+        self.loss.to(self.device)
+        distributed.start(self.world, self.device)
+        if self.world.distributed:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.model = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
+        trainable = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = make_optimizer(trainable, self.settings)
+        self.schedule = make_schedule(self.optimizer, self.settings)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
+
+    def _restore(self) -> None:
+        state = load_checkpoint(self.folder / "last.pt")
+        unwrap(self.model).load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.schedule.load_state_dict(state["schedule"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.epoch, self.best, self.bad_evaluations = state["epoch"], state["best"], state["bad_evaluations"]
+        self.skipped = dict.fromkeys(state.get("skipped", []))
+        self.transfer_report = state.get("transfer_report")
+        if self.world.is_main:
+            self._truncate_metrics(self.epoch)
+        self._say(f"resuming {self.folder} after epoch {self.epoch} of {self.settings.epochs}")
+
+    # --- the loop --------------------------------------------------------------------------------
+
+    def fit(self, resume: bool = False) -> Any:
+        """Train to the last epoch (or an early stop), then evaluate on the test split and write the report."""
+        from defectlab.runs import Run
+
+        self.folder.mkdir(parents=True, exist_ok=True)
+        previous = (torch.are_deterministic_algorithms_enabled(),
+                    torch.is_deterministic_algorithms_warn_only_enabled(), torch.backends.cudnn.benchmark)
+        if self.settings.deterministic:
+            torch.use_deterministic_algorithms(True, warn_only=True)
+            torch.backends.cudnn.benchmark = False
+        try:
+            self._prepare(resume)
+            if resume:
+                self._restore()
+            elif self.world.is_main:
+                (self.folder / "metrics.jsonl").write_text("")
+            self._status("running")
+            self._loop()
+            self._finish()
+        finally:  # the process-wide switches go back to what the caller had
+            torch.use_deterministic_algorithms(previous[0], warn_only=previous[1])
+            torch.backends.cudnn.benchmark = previous[2]
+            distributed.stop(self.world)
+        return Run(self.folder)
+
+    def _loop(self) -> None:
+        """Epochs until the last one or an early stop; an interruption or a failure is recorded in run.json."""
+        try:
+            while self.epoch < self.settings.epochs:
+                record = self._epoch(self.epoch + 1)
+                self.epoch += 1
+                stop = self._after_epoch(record)
+                for callback in self.callbacks:
+                    callback(self, record)
+                if stop:
+                    self._say(f"early stop after epoch {self.epoch}: {self.settings.monitor} has not improved for "
+                              f"{self.bad_evaluations} evaluations (best {self.best['value']:.4g} at epoch "
+                              f"{self.best['epoch']})")
+                    break
+        except KeyboardInterrupt:
+            message = (f"interrupted during epoch {self.epoch + 1}; last.pt holds epoch {self.epoch}. "
+                       f"Continue with: defectlab train --resume {self.folder}")
+            self._status("interrupted", message)
+            raise TrainingError(message) from None
+        except DefectlabError as exc:  # a non-finite loss, a wrong mask, an empty epoch
+            self._status("failed", str(exc))
+            raise
+
+    def _epoch(self, epoch: int) -> dict[str, Any]:
+        """One pass over the training split, then (every eval_every epochs) the validation split."""
+        from tqdm import tqdm
+
+        seed_everything(self.settings.seed * 10_007 + epoch)
+        self.model.train()
+        frozen_norms_to_eval(self.model)
+        loader = self.data.loader("train", epoch=epoch, rank=self.world.rank, world_size=self.world.size)
+        bar = tqdm(loader, desc=f"epoch {epoch}/{self.settings.epochs}", leave=False, file=sys.stderr,
+                   disable=None if self.settings.progress and self.world.is_main else True,  # None: not on a pipe
+                   dynamic_ncols=True)
+        total, seen, started = 0.0, 0, time.perf_counter()
+        for step, batch in enumerate(bar, 1):
+            self._note_skipped("train", batch)
+            images = batch["image"]
+            if not len(images):
+                continue
+            loss = self._step(images.to(self.device, non_blocking=True),
+                              batch["target"].to(self.device, non_blocking=True), epoch, step)
+            total += loss * len(images)
+            seen += len(images)
+            bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
+        seconds = time.perf_counter() - started
+        total, seen = distributed.summed(self.world, total, seen)
+        if not seen:
+            raise DataError("no training image could be read in this epoch; run `defectlab check-data` on the dataset")
+        record = {"epoch": epoch, "train/loss": total / seen, "lr": self.optimizer.param_groups[0]["lr"],
+                  "seconds": round(seconds, 3), "images_per_s": round(seen / seconds, 2)}
+        self.schedule.step()
+        if epoch % self.settings.eval_every == 0 or epoch == self.settings.epochs:
+            split = "val" if "val" in self.data.splits else None
+            if split is not None:
+                scores = evaluate_split(unwrap(self.model), self.loss, self.data, split, self.evaluators,
+                                        self.device, on_skipped=self._note_skipped, amp=self.amp)
+                record.update({f"val/{k}": v for k, v in scores.items()})
+        return record
+
+    def _step(self, images: torch.Tensor, targets: torch.Tensor, epoch: int, step: int) -> float:
+        autocast = torch.autocast("cuda", dtype=torch.float16) if self.amp else nullcontext()
+        with autocast:
+            loss = self.loss(self.model(images), targets)
+        finite = bool(torch.isfinite(loss.detach()))
+        if self.world.distributed:  # every rank stops together
+            finite = distributed.summed(self.world, float(not finite))[0] == 0
+        if not finite:
+            last = f"last.pt keeps epoch {epoch - 1}" if epoch > 1 else "no checkpoint was written yet"
+            raise TrainingError(f"the loss became {float(loss.detach()):g} at epoch {epoch}, step {step}; training "
+                                f"stopped and {last}. Lower train.lr, set train.clip_grad_norm, or check the data "
+                                f"(`defectlab check-data`)")
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        if self.settings.clip_grad_norm is not None:
+            self.scaler.unscale_(self.optimizer)
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.settings.clip_grad_norm)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        return float(loss.detach())
+
+    def _after_epoch(self, record: dict[str, Any]) -> bool:
+        """Log the epoch, update best/last checkpoints; True when early stopping says stop."""
+        monitor = self.settings.monitor
+        value = record.get(monitor)
+        evaluated = any(key.startswith("val/") for key in record)
+        if value is None and monitor.startswith("val/") and not evaluated and "val" not in self.data.splits:
+            monitor, value = "train/loss", record["train/loss"]  # no validation split: best = lowest train loss
+            self.best["monitor"] = monitor
+        if evaluated and value is None:
+            known = ", ".join(k for k in record if k.startswith(("val/", "train/")))
+            raise TrainingError(f"train.monitor '{monitor}' is not among the metrics ({known}); set train.monitor "
+                                f"to one of them")
+        improved = False
+        if value is not None and math.isfinite(value):
+            best = self.best["value"]
+            sign = 1 if (self.settings.minimise if monitor == self.settings.monitor else True) else -1
+            improved = best is None or sign * (best - value) > self.settings.min_delta
+            if improved:
+                self.best.update(epoch=record["epoch"], value=value, monitor=monitor)
+                self.bad_evaluations = 0
+            else:
+                self.bad_evaluations += 1
+        record["best"] = improved
+        if self.world.is_main:
+            with (self.folder / "metrics.jsonl").open("a") as handle:
+                handle.write(json.dumps(record) + "\n")
+            state = self._checkpoint_state()
+            save_checkpoint(self.folder / "last.pt", state)
+            if improved:
+                save_checkpoint(self.folder / "best.pt", state)
+            self._status("running")
+            self._say(self._epoch_line(record))
+        distributed.barrier(self.world)
+        patience = self.settings.patience
+        return patience is not None and value is not None and self.bad_evaluations >= patience
+
+    def _finish(self) -> None:
+        """Evaluate the best weights on the test split (else val) and write plots and report.html."""
+        if not self.world.is_main:
+            distributed.barrier(self.world)
+            return
+        best = self.folder / "best.pt"
+        model = unwrap(self.model)
+        if best.is_file():
+            model.load_state_dict(load_checkpoint(best)["model"])
+        split = next((s for s in ("test", "val") if s in self.data.splits), None)
+        results: dict[str, Any] = {}
+        if split is not None:
+            results = write_evaluation(model, self.loss, self.data, split, self.evaluators, self.device,
+                                       self.folder / "eval" / split, on_skipped=self._note_skipped, amp=self.amp)
+            self._say(f"{split}: " + ", ".join(f"{k} {v:.4g}" for k, v in results["scores"].items()
+                                               if "/" not in k and isinstance(v, float)))
+        self._status("finished", evaluation={"split": split, "scores": results.get("scores", {})})
+        from defectlab.run_report import write_run_report
+
+        report = write_run_report(self.folder)
+        self._say(f"run: {self.folder}\nreport: {report}")
+        distributed.barrier(self.world)
+
+    # --- bookkeeping -----------------------------------------------------------------------------
+
+    def _checkpoint_state(self) -> dict[str, Any]:
+        return {"model": unwrap(self.model).state_dict(), "optimizer": self.optimizer.state_dict(),
+                "schedule": self.schedule.state_dict(), "scaler": self.scaler.state_dict(), "epoch": self.epoch,
+                "best": dict(self.best), "bad_evaluations": self.bad_evaluations, "skipped": list(self.skipped),
+                "transfer_report": self.transfer_report, "settings": self.settings.to_dict(), **self.extra}
+
+    def _note_skipped(self, split: str, batch: dict[str, Any]) -> None:
+        for index in batch.get("skipped", ()):
+            key = self.data.sample_key(split, int(index))
+            if key not in self.skipped:
+                self.skipped[key] = None
+                log.warning("skipped unreadable image %s (%s split); the run goes on without it", key, split)
+
+    def _status(self, status: str, message: str = "", **extra: Any) -> None:
+        if not self.world.is_main:
+            return
+        write_json(self.folder / "run.json", {
+            "status": status, "message": message, "epochs_done": self.epoch, "epochs": self.settings.epochs,
+            "best": self.best, "skipped_images": list(self.skipped), "transfer": self.transfer_report,
+            "frozen_parameters": len(self.frozen), "data": self.data.describe(), **extra})
+
+    def _truncate_metrics(self, epoch: int) -> None:
+        """Drop metric lines of epochs after ``epoch`` (written before a kill, redone on resume)."""
+        path = self.folder / "metrics.jsonl"
+        lines = path.read_text().splitlines() if path.is_file() else []
+        kept = [line for line in lines if line.strip() and json.loads(line)["epoch"] <= epoch]
+        path.write_text("".join(line + "\n" for line in kept))
+
+    def _epoch_line(self, record: dict[str, Any]) -> str:
+        shown = {k: v for k, v in record.items() if k in ("train/loss", "val/loss", self.best["monitor"])}
+        text = " ".join(f"{k} {v:.4g}" for k, v in shown.items())
+        return f"epoch {record['epoch']}/{self.settings.epochs} {text} ({record['images_per_s']:.0f} img/s)" + (
+            " *" if record["best"] else "")
+
+    def _say(self, text: str) -> None:
+        if self.world.is_main:
+            from tqdm import tqdm
+
+            tqdm.write(text, file=sys.stderr)

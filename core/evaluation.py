@@ -1,0 +1,88 @@
+"""Scoring a model on one split: the loss and every evaluator, and what they write at the end.
+
+Evaluators follow docs/training.md: ``update(pred, target, **wanted)``, ``compute()``,
+``reset()``, and optionally ``wants`` (keys, embeddings, images), ``details()`` and
+``write(folder)``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from defectlab.errors import DataError
+
+SkipNote = Callable[[str, dict[str, Any]], None]
+
+
+def _forward(model: nn.Module, images: torch.Tensor, want_embeddings: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Logits, and the penultimate-layer embeddings when asked and the model has them."""
+    if want_embeddings and hasattr(model, "forward_features") and hasattr(model, "head"):
+        embeddings = model.forward_features(images)
+        return model.head(embeddings), embeddings
+    return model(images), None
+
+
+@torch.no_grad()
+def evaluate_split(model: nn.Module, loss: nn.Module | None, data: Any, split: str, evaluators: Sequence[Any],
+                   device: torch.device, on_skipped: SkipNote | None = None, amp: bool = False) -> dict[str, float]:
+    """Mean loss (``loss``) and every evaluator's scores on ``split``; evaluators are reset first."""
+    wants = set().union(*(getattr(e, "wants", ()) for e in evaluators)) if evaluators else set()
+    for evaluator in evaluators:
+        evaluator.reset()
+    was_training = model.training
+    model.eval()
+    total, seen = 0.0, 0
+    autocast = torch.autocast("cuda", dtype=torch.float16) if amp else nullcontext()
+    try:
+        for batch in data.loader(split):
+            if on_skipped is not None:
+                on_skipped(split, batch)
+            if not len(batch["image"]):
+                continue
+            images, targets = batch["image"].to(device), batch["target"].to(device)
+            with autocast:
+                pred, embeddings = _forward(model, images, "embeddings" in wants)
+                if loss is not None:
+                    total += float(loss(pred, targets)) * len(images)
+            seen += len(images)
+            pred = pred.float()
+            extras = {"keys": [data.sample_key(split, int(i)) for i in batch["index"]],
+                      "embeddings": embeddings, "images": batch["image"]}
+            for evaluator in evaluators:
+                wanted = {name: extras[name] for name in getattr(evaluator, "wants", ()) if name in extras}
+                evaluator.update(pred, targets, **wanted)
+    finally:
+        model.train(was_training)
+    if not seen:
+        raise DataError(f"no image of the {split} split could be read; run `defectlab check-data` on the dataset")
+    scores: dict[str, float] = {"loss": total / seen} if loss is not None else {}
+    for evaluator in evaluators:
+        scores.update(evaluator.compute())
+    return scores
+
+
+def write_evaluation(model: nn.Module, loss: nn.Module | None, data: Any, split: str, evaluators: Sequence[Any],
+                     device: torch.device, folder: Path, on_skipped: SkipNote | None = None,
+                     amp: bool = False) -> dict[str, Any]:
+    """Evaluate ``split`` and save metrics.json (scores, details) and each evaluator's plots/tables in ``folder``."""
+    scores = evaluate_split(model, loss, data, split, evaluators, device, on_skipped, amp)
+    folder.mkdir(parents=True, exist_ok=True)
+    details: dict[str, Any] = {}
+    files: dict[str, str] = {}
+    for evaluator in evaluators:
+        name = getattr(evaluator, "name", type(evaluator).__name__)
+        if hasattr(evaluator, "details"):
+            details[name] = evaluator.details()
+        if hasattr(evaluator, "write"):
+            files.update({label: str(path) for label, path in evaluator.write(folder).items()})
+    results = {"split": split, "samples": len(data.splits[split]), "scores": scores, "details": details,
+               "files": files}
+    (folder / "metrics.json").write_text(json.dumps(results, indent=2, default=str))
+    return results

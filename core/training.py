@@ -1,0 +1,293 @@
+"""From a config (or components) to a finished run: ``defectlab train`` and ``defectlab.train``.
+
+A training config has the sections ``data`` (a dataset and the data module's settings),
+``model`` (a backbone spec), ``loss``, ``[[evaluators]]``, ``train`` (engine settings) and, for
+the staged transfer of SPEC 000 §8, ``[[stages]]``: each stage is a partial config merged into
+the rest, trained into its own sub-folder, and initialised from the previous stage's backbone.
+Every stage is validated before the first one trains.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from defectlab.config import Section, validate
+from defectlab.errors import ConfigError, DataError, DefectlabError
+
+DEFAULT_LOSS = {"classify": {"name": "cross_entropy"}, "segment": {"name": "dibe"}}
+DEFAULT_EVALUATORS = {"classify": [{"name": "classification"}], "segment": [{"name": "segmentation"}]}
+#: Settings that may change when a run is resumed (the rest must stay as trained).
+RESUMABLE = ("epochs", "progress", "device", "patience")
+
+
+def data_settings_function() -> Any:
+    from defectlab.data_module import DataModule
+
+    return DataModule
+
+
+def train_settings_function() -> Any:
+    from defectlab.train_settings import TrainSettings
+
+    return TrainSettings
+
+
+def train_schema() -> dict[str, Section]:
+    """Sections of a training config (the data and train tables are checked against their classes)."""
+    return {
+        "data": Section(settings=data_settings_function(), required=True),
+        "model": Section(kind="backbone", required=True),
+        "loss": Section(kind="loss"),
+        "evaluators": Section(kind="evaluator", many=True),
+        "train": Section(settings=train_settings_function()),
+        "stages": Section(value_type=list[dict]),
+    }
+
+
+def merged(base: Mapping[str, Any], overlay: Mapping[str, Any]) -> dict[str, Any]:
+    """``base`` with ``overlay`` laid over it: tables merge key by key, anything else is replaced."""
+    result = copy.deepcopy(dict(base))
+    for key, value in overlay.items():
+        if isinstance(value, Mapping) and isinstance(result.get(key), Mapping):
+            result[key] = merged(result[key], value)
+        else:
+            result[key] = copy.deepcopy(value)
+    return result
+
+
+def stage_configs(config: Mapping[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """(name, full config) of every stage; a config without stages is one stage named ''.
+
+    A stage after the first does not inherit ``model.weights``: its backbone comes from the
+    stage before (``train.init_from``), unless it sets weights of its own.
+    """
+    base = {k: v for k, v in config.items() if k != "stages"}
+    stages = config.get("stages") or []
+    if not stages:
+        return [("", base)]
+    result, names = [], set()
+    for index, stage in enumerate(stages):
+        stage = dict(stage)
+        name = str(stage.pop("name", f"stage{index + 1}"))
+        if not name or "/" in name or name in names:
+            raise ConfigError([f"stages.{index}.name: {name!r} must be a unique folder name"])
+        names.add(name)
+        config = merged(base, stage)
+        if index and "weights" not in stage.get("model", {}) and isinstance(config.get("model"), Mapping):
+            config["model"].pop("weights", None)  # a later stage's backbone comes from the stage before
+        result.append((name, config))
+    return result
+
+
+def check_config(config: Mapping[str, Any], source: str = "config") -> None:
+    """Every problem of a training config (all stages), raised at once as a ConfigError."""
+    problems: list[str] = []
+    try:
+        stages = stage_configs(config)
+    except ConfigError as exc:
+        raise ConfigError(exc.problems, source) from None
+    for name, stage in stages:
+        where = f"stages.{name}." if name else ""
+        found = validate(stage, train_schema())
+        data = stage.get("data")
+        if isinstance(data, Mapping):
+            if "dataset" not in data:
+                found.append("data.dataset: required: a path, NAME, NAME:VALUE or a {name = ...} table")
+            elif isinstance(data["dataset"], Mapping):
+                found.extend(_spec_problems("dataset", data["dataset"], "data.dataset"))
+        problems.extend(where + p for p in found if where + p not in problems)
+    if problems:
+        raise ConfigError(problems, source)
+
+
+def _spec_problems(kind: str, spec: Mapping[str, Any], where: str) -> list[str]:
+    from defectlab.api import resolve_spec
+
+    try:
+        component, params = resolve_spec(kind, spec, where)
+    except DefectlabError as exc:
+        return [str(exc) if str(exc).startswith(where) else f"{where}: {exc}"]
+    return component.check_params(params, where)[1]
+
+
+def resolved_settings(values: Mapping[str, Any], function: Any) -> dict[str, Any]:
+    """Every setting of ``function`` with the given values laid over its defaults."""
+    from defectlab.parameters import coerce, parameters_of
+
+    result = {}
+    for parameter in parameters_of(function):
+        if parameter.name in values:
+            result[parameter.name] = coerce(values[parameter.name], parameter.annotation, parameter.name)
+        elif not parameter.required:
+            result[parameter.name] = parameter.default
+    return result
+
+
+def build_stage(config: Mapping[str, Any], splits_csv: Path | None = None) -> tuple[dict[str, Any], Any, Any, Any, list[Any]]:
+    """(resolved config, data module, model, loss, evaluators) of one stage's config."""
+    from defectlab.api import create, resolve_spec
+    from defectlab.data_module import DataModule
+    from defectlab.engine import seed_everything
+    from defectlab.train_settings import TrainSettings
+
+    settings = TrainSettings(**resolved_settings(config.get("train", {}), TrainSettings))
+    seed_everything(settings.seed)
+    component, model_params = resolve_spec("backbone", config["model"], "model")
+    defaults = {p.name: p.default for p in component.parameters if not p.required}
+    in_chans = int(model_params.get("in_chans", defaults.get("in_chans", 3)))
+    data_values = dict(config["data"])
+    data_values.setdefault("channels", in_chans)
+    if splits_csv is not None:
+        data_values["splits_csv"] = str(splits_csv)
+    data = DataModule(**data_values)
+    tasks = getattr(component.obj, "tasks", None)
+    if tasks is not None and data.task not in tasks:
+        raise ConfigError([f"model.name: '{component.name}' is a backbone for {', '.join(tasks)}, but the data "
+                           f"are for '{data.task}'; pick a {data.task} backbone (`defectlab list backbone`)"])
+    classes = len(data.classes)
+    num_classes = classes if data.task == "classify" or classes > 2 else 1
+    model_params = {**model_params, "in_chans": in_chans}
+    model_params.setdefault("num_classes", num_classes)
+    if "img_size" in defaults:  # a ViT's position embeddings are made for the data's image size
+        model_params.setdefault("img_size", data.transform.size[0])
+    model = component.build(model_params, where="model")
+    task = data.task
+    loss_spec = config.get("loss") or DEFAULT_LOSS[task]
+    evaluator_specs = config.get("evaluators") or DEFAULT_EVALUATORS[task]
+    loss = create("loss", loss_spec)
+    evaluators = [create("evaluator", spec) for spec in evaluator_specs]
+    resolved = {
+        "data": {"dataset": data_values["dataset"], **resolved_settings(data_values, DataModule)},
+        "model": {"name": component.name, **model_params},
+        "loss": _as_spec(loss_spec), "evaluators": [_as_spec(s) for s in evaluator_specs],
+        "train": settings.to_dict(),
+    }
+    resolved["data"].pop("splits_csv", None)
+    return resolved, data, model, loss, evaluators
+
+
+def _as_spec(spec: Any) -> dict[str, Any]:
+    return {"name": spec} if isinstance(spec, str) else dict(spec)
+
+
+def checkpoint_description(resolved: Mapping[str, Any], data: Any) -> dict[str, Any]:
+    """What a checkpoint needs to rebuild its model and preprocessing without the config."""
+    model = {**resolved["model"], "weights": None}
+    return {"model_spec": model, "task": data.task, "classes": list(data.classes),
+            "transform": {k: resolved["data"][k] for k in ("image_size", "channels", "normalize")}}
+
+
+def train(config: str | Path | Mapping[str, Any] | None = None, *, out: str | Path | None = None,
+          overrides: Sequence[str] = (), resume: str | Path | None = None, init_from: str | Path | None = None,
+          linear_probe: bool | None = None, callbacks: Sequence[Any] = ()) -> Any:
+    """Train from a TOML file or a config dict (or resume a run) and return the finished :class:`Run`.
+
+    ``overrides`` are ``KEY=VALUE`` strings as on the command line; ``init_from`` and
+    ``linear_probe`` set ``train.init_from`` / ``train.linear_probe``. A staged config returns
+    the top run, whose ``stages`` are the stage runs.
+    """
+    from defectlab.config import apply_overrides, load_toml
+    from defectlab.runs import Run, new_run_dir
+
+    if resume is not None:
+        return _resume(Path(resume), overrides, callbacks)
+    if config is None:
+        raise DefectlabError("train needs a config (a TOML file or a dict) or resume=RUN")
+    source = str(config) if isinstance(config, (str, Path)) else "config"
+    values = load_toml(config) if isinstance(config, (str, Path)) else copy.deepcopy(dict(config))
+    values = apply_overrides(values, list(overrides))
+    if init_from is not None:
+        values.setdefault("train", {})["init_from"] = str(init_from)
+    if linear_probe is not None:
+        values.setdefault("train", {})["linear_probe"] = linear_probe
+    check_config(values, source)
+    folder = new_run_dir("train", out)
+    stages = stage_configs(values)
+    if stages[0][0] == "":
+        return _train_stage(values, folder, callbacks)
+    _write_top(folder, values, [name for name, _ in stages])
+    return _run_stages(folder, stages, callbacks, start=0)
+
+
+def _write_top(folder: Path, values: Mapping[str, Any], names: list[str]) -> None:
+    import json
+
+    from defectlab.runs import environment_versions
+
+    (folder / "config.json").write_text(json.dumps({"config": values, "stages": names,
+                                                    "versions": environment_versions()}, indent=2, default=str))
+
+
+def _run_stages(folder: Path, stages: list[tuple[str, dict[str, Any]]], callbacks: Sequence[Any], start: int,
+                resume_first: bool = False) -> Any:
+    from defectlab.run_report import write_comparison
+    from defectlab.runs import Run
+
+    previous = folder / stages[start - 1][0] if start else None
+    for index in range(start, len(stages)):
+        name, stage = stages[index]
+        stage = copy.deepcopy(stage)
+        if previous is not None and not stage.get("train", {}).get("init_from"):
+            stage.setdefault("train", {})["init_from"] = str(previous)
+        if index == start and resume_first:
+            _resume(folder / name, (), callbacks)
+        else:
+            _train_stage(stage, folder / name, callbacks)
+        previous = folder / name
+    top = Run(folder)
+    write_comparison(top.stages, folder, title=f"stages of {folder.name}")
+    return top
+
+
+def _train_stage(config: Mapping[str, Any], folder: Path, callbacks: Sequence[Any], resume: bool = False) -> Any:
+    from defectlab.distributed import world_from_environment
+    from defectlab.engine import Trainer
+    from defectlab.runs import write_resolved_config
+    from defectlab.train_settings import TrainSettings
+
+    folder.mkdir(parents=True, exist_ok=True)
+    splits = folder / "splits.csv"
+    resolved, data, model, loss, evaluators = build_stage(config, splits if resume and splits.is_file() else None)
+    settings = TrainSettings(**resolved["train"])
+    if not resume and world_from_environment().is_main:  # under torchrun only rank 0 writes
+        write_resolved_config(folder, resolved, settings.seed)
+        data.save_splits(splits)
+    trainer = Trainer(model, loss, data, folder, evaluators, settings, callbacks,
+                      describe=checkpoint_description(resolved, data))
+    return trainer.fit(resume=resume)
+
+
+def _resume(folder: Path, overrides: Sequence[str], callbacks: Sequence[Any]) -> Any:
+    """Continue a killed run (or the unfinished stages of a staged one) from last.pt."""
+    import json
+
+    from defectlab.config import apply_overrides
+    from defectlab.runs import Run
+
+    run = Run(folder)
+    saved = json.loads((folder / "config.json").read_text())
+    if saved.get("stages"):
+        stages = stage_configs(saved["config"])
+        done = [s for s in run.stages if (s.folder / "run.json").is_file() and s.status.get("status") == "finished"]
+        start = len(done)
+        if start == len(stages):
+            raise DataError(f"every stage of '{folder}' has finished; nothing to resume")
+        started = (folder / stages[start][0] / "last.pt").is_file()
+        return _run_stages(folder, stages, callbacks, start, resume_first=started)
+    config = run.config
+    for text in overrides:
+        key = text.split("=", 1)[0].strip()
+        if not (key.startswith("train.") and key.split(".", 1)[1] in RESUMABLE):
+            raise DataError(f"--set {key}: a resumed run keeps its config; only train.{', train.'.join(RESUMABLE)} "
+                            f"may change")
+    config = apply_overrides(config, list(overrides))
+    if not (folder / "last.pt").is_file():
+        raise DataError(f"'{folder}' has no last.pt (it stopped before its first epoch ended); start it again "
+                        f"with defectlab train")
+    if run.status.get("status") == "finished" and config["train"]["epochs"] <= run.status.get("epochs_done", 0):
+        raise DataError(f"'{folder}' has finished all {run.status.get('epochs_done')} epochs; to train longer, "
+                        f"resume with --set train.epochs=N (N > {run.status.get('epochs_done')})")
+    return _train_stage(config, folder, callbacks, resume=True)

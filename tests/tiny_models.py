@@ -1,0 +1,58 @@
+"""Small models and data for engine tests: a few-hundred-parameter CNN and separable images."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+
+from defectlab import hookimpl
+
+
+class TinyNet(nn.Module):
+    """A tiny CNN classifier (engine tests): conv-BN-ReLU-pool embedding and a linear head.
+
+    Args:
+        num_classes: Number of logits.
+        in_chans: Input channels.
+        weights: Unused (random initialisation only).
+        width: Channels of the convolution (the embedding size).
+    """
+
+    name = "tiny_cnn"
+    tasks = ("classify", "embed")
+
+    def __init__(self, num_classes: int = 2, in_chans: int = 3, weights: str | None = None, width: int = 8):
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv2d(in_chans, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU(),
+                                      nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.head = nn.Linear(width, num_classes)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.features(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.forward_features(x))
+
+
+class TinyModels:
+    """Plugin object registering TinyNet."""
+
+    @hookimpl
+    def register_backbones(self):
+        return [TinyNet]
+
+
+def write_two_class_folder(root: Path, per_class: int = 20, size: int = 16, seed: int = 0) -> Path:
+    """An image_folder of dark and bright grey images with noise: separable by mean brightness."""
+    rng = np.random.default_rng(seed)
+    for label, mean in (("bright", 190), ("dark", 60)):
+        folder = root / label
+        folder.mkdir(parents=True, exist_ok=True)
+        for index in range(per_class):
+            pixels = np.clip(rng.normal(mean, 25, (size, size)), 0, 255).astype(np.uint8)
+            Image.fromarray(pixels).save(folder / f"{label}_{index:02d}.png")
+    return root
