@@ -176,7 +176,7 @@ def test_bad_parameters(params, message):
 
 def test_registered_with_documented_parameters():
     component = dl.get_component("evaluator", "segmentation")
-    assert [p.name for p in component.parameters] == ["threshold", "from_logits", "per_image", "ignore_index"]
+    assert [p.name for p in component.parameters] == ["threshold", "from_logits", "per_image", "ignore_index", "examples"]
     assert all(p.doc for p in component.parameters)
     assert "0/0" in component.to_dict()["doc"]
 

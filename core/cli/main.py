@@ -66,10 +66,10 @@ def cli(debug: bool) -> None:
 
 def _register_builtin_commands() -> None:
     from defectlab.cli import (catalog, component_verbs, config_commands, data_commands, demo_command, screen_command,
-                               train_commands)
+                               train_commands, tune_oii_command)
 
     for module in (catalog, component_verbs, config_commands, data_commands, demo_command, screen_command,
-                   train_commands):
+                   train_commands, tune_oii_command):
         for command in module.COMMANDS:
             cli.add_command(command)
 

@@ -8,6 +8,7 @@ NumPy arrays, so importing this module stays cheap.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
 from defectlab import DataError, ParameterError, hookimpl
@@ -84,23 +85,33 @@ class SegmentationEvaluator:
     ``per_image``, the means over images as ``<score>_per_image``. A 0/0 ratio is 1.0 when
     TP + FP + FN = 0 (nothing to find, nothing found) and 0.0 otherwise.
 
+    The engine also passes each batch's ``images`` and sample ``keys`` (``wants``): the first
+    ``examples`` images are kept with their masks and predictions, and ``write(folder)`` draws
+    them as predictions.png (TP green, FP red, FN blue). ``details()`` gives the counts and scores.
+
     Args:
         threshold: probability above which a pixel counts as defect, in (0, 1).
         from_logits: whether ``pred`` holds logits (True) or probabilities in [0, 1] (False).
         per_image: also report the mean over images of each score (images whose pixels are all
             ignored are left out).
         ignore_index: target value whose pixels are not scored (None: every pixel is scored).
+        examples: how many images (the first ones seen) predictions.png shows with their mask
+            and prediction overlaid (0: no picture).
     """
 
     name = "segmentation"
+    wants = ("images", "keys")
 
     def __init__(self, threshold: float = 0.5, from_logits: bool = True, per_image: bool = False,
-                 ignore_index: int | None = None):
+                 ignore_index: int | None = None, examples: int = 6):
         if not 0 < threshold < 1:
             raise ParameterError(f"threshold must be in (0, 1), got {threshold}")
         if ignore_index in (0, 1):
             raise ParameterError(f"ignore_index {ignore_index} is a class of the binary mask; use another value")
+        if examples < 0:
+            raise ParameterError(f"examples must be >= 0, got {examples}")
         self.threshold, self.from_logits, self.per_image, self.ignore_index = threshold, from_logits, per_image, ignore_index
+        self.examples = examples
         # p > t  <=>  logit > log(t / (1 - t)): logits are compared without a sigmoid
         self.cut = math.log(threshold / (1 - threshold)) if from_logits else threshold
         self.reset()
@@ -110,10 +121,17 @@ class SegmentationEvaluator:
         self.tp = self.fp = self.fn = self.tn = 0
         self.images = 0
         self.image_sums = dict.fromkeys(SCORES, 0.0)
+        self.kept: list[dict[str, Any]] = []
 
-    def update(self, pred: Any, target: Any) -> None:
-        """Add the confusion counts of one batch of predictions and 0/1 masks."""
-        pred, target = _per_image(*_as_arrays(pred, target))
+    def update(self, pred: Any, target: Any, images: Any = None, keys: Any = None) -> None:
+        """Add the confusion counts of one batch of predictions and 0/1 masks.
+
+        ``images`` ((N, C, H, W) or (N, H, W)) and ``keys`` (N names) are optional; with them the
+        first ``examples`` images seen are kept for predictions.png.
+        """
+        pred, target = _as_arrays(pred, target)
+        shape = tuple(target.shape)
+        pred, target = _per_image(pred, target)
         if bool((pred != pred).any()):
             raise DataError("pred contains NaN")
         if not self.from_logits and pred.shape[1] and (float(pred.min()) < 0 or float(pred.max()) > 1):
@@ -139,6 +157,29 @@ class SegmentationEvaluator:
                 self.images += 1
                 for key, value in segmentation_scores(*counts[:3]).items():
                     self.image_sums[key] += value
+        if len(self.kept) < self.examples:
+            self._keep(predicted, target, shape, images, keys)
+
+    def _keep(self, predicted: Any, target: Any, shape: tuple[int, ...], images: Any, keys: Any) -> None:
+        """Keep the batch's first images (as NumPy) with their masks and predictions, up to ``examples``."""
+        import numpy as np
+
+        def numpy(value: Any) -> Any:
+            return value.detach().cpu().numpy() if _is_tensor(value) else np.asarray(value)
+
+        size = shape[-2:] if len(shape) >= 3 else (1, shape[-1])
+        take = min(self.examples - len(self.kept), len(predicted))
+        masks = numpy(target[:take]).reshape(take, *size)
+        predictions = numpy(predicted[:take]).reshape(take, *size)
+        pictures = None if images is None else numpy(images[:take])
+        for i in range(take):
+            image = None
+            if pictures is not None:
+                image = pictures[i]
+                if image.shape[-2:] != tuple(size):
+                    raise DataError(f"images of shape {tuple(pictures.shape)} do not fit masks of size {tuple(size)}")
+            key = str(keys[i]) if keys is not None else f"image {len(self.kept) + 1}"
+            self.kept.append({"key": key, "image": image, "mask": masks[i], "predicted": predictions[i]})
 
     def compute(self) -> dict[str, float]:
         """Scores and counts over every pixel seen since the last ``reset()``."""
@@ -149,6 +190,20 @@ class SegmentationEvaluator:
         if self.per_image:
             result.update({f"{key}_per_image": total / self.images for key, total in self.image_sums.items()})
         return result
+
+    def details(self) -> dict[str, Any]:
+        """TP, FP, FN, TN, the scores, the threshold and the keys of the images drawn, for metrics.json."""
+        scores = segmentation_scores(self.tp, self.fp, self.fn)
+        return {"tp": int(self.tp), "fp": int(self.fp), "fn": int(self.fn), "tn": int(self.tn), **scores,
+                "threshold": self.threshold, "examples": [example["key"] for example in self.kept]}
+
+    def write(self, folder: Path) -> dict[str, Path]:
+        """predictions.png in ``folder``: the kept images with mask and prediction overlaid ({} without any)."""
+        if not self.kept:
+            return {}
+        from defectlab_plugins.segmentation_plots import plot_predictions
+
+        return {"predictions": plot_predictions(self.kept, Path(folder) / "predictions.png", self.threshold)}
 
 
 @hookimpl
