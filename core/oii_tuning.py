@@ -31,7 +31,7 @@ DEFAULT_INTERVAL = (0.15, 0.25)  # App. C's target for THC448
 DEFAULT_RANGE = (0.1, 0.9)  # App. C's range of α
 DEFAULT_MAX_TRIALS = 6  # α to (b − a)/64 = 0.0125 on [0.1, 0.9]; a grid of that step trains 65 models
 
-Trainer = Callable[[dict[str, Any], Path], Mapping[str, Any]]
+TrialTrainer = Callable[[dict[str, Any], Path], Mapping[str, Any]]
 
 
 @dataclass
@@ -47,6 +47,7 @@ class Trial:
     split: str
     in_interval: bool
     folder: str | None = None
+    epoch: int | None = None  # the epoch whose validation scores were read
 
     @property
     def oii(self) -> float:
@@ -150,7 +151,11 @@ def checked_pair(name: str, pair: Sequence[float], low: float | None = None, hig
     if len(values) != 2 or not values[0] < values[1]:
         raise ParameterError(f"{name} must be two increasing numbers LOW,HIGH, got {list(pair)}")
     if (low is not None and values[0] < low) or (high is not None and values[1] > high):
-        raise ParameterError(f"{name} must lie in [{low:g}, {high:g}], got {list(values)}")
+        if low is not None and high is not None:
+            bounds = f"in [{low:g}, {high:g}]"
+        else:
+            bounds = f">= {low:g}" if low is not None else f"<= {high:g}"
+        raise ParameterError(f"{name} must lie {bounds}, got {list(values)}")
     return values  # type: ignore[return-value]
 
 
@@ -223,7 +228,7 @@ def prepared_config(config: str | Path | Mapping[str, Any], overrides: Sequence[
 def tune_oii(config: str | Path | Mapping[str, Any], *, interval: Sequence[float] = DEFAULT_INTERVAL,
              alpha_range: Sequence[float] = DEFAULT_RANGE, max_trials: int = DEFAULT_MAX_TRIALS,
              out: str | Path | None = None, overrides: Sequence[str] = (), tie_beta: bool = True,
-             split: str = "val", trainer: Trainer | None = None,
+             split: str = "val", trainer: TrialTrainer | None = None,
              on_trial: Callable[[Trial], None] | None = None) -> OIITuning:
     """Bisect the loss's α until a run's OII lies in ``interval`` (at most ``max_trials`` trainings).
 
@@ -245,25 +250,28 @@ def tune_oii(config: str | Path | Mapping[str, Any], *, interval: Sequence[float
     folder = new_run_dir("tune-oii", out)
     result = OIITuning(target, bracket, max_trials, loss_spec(values)["name"], tie_beta, folder=str(folder))
     low, high = bracket
-    for index in range(1, max_trials + 1):
-        alpha = (low + high) / 2
-        trial_config, beta = with_alpha(values, alpha, tie_beta)
-        trial_folder = folder / f"trial-{index}-alpha-{alpha:.4g}"
-        reported = dict(train(trial_config, trial_folder))
-        if "oii" not in reported:
-            raise DataError(f"trial {index} reported no OII (scores: {', '.join(reported) or 'none'}); tune-oii needs "
-                            f"the 'segmentation' evaluator")
-        scores = {k: float(v) for k, v in reported.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
-        trial = Trial(index, alpha, beta, low, high, scores, str(reported.get("split", split)),
-                      target[0] <= scores["oii"] <= target[1],
-                      str(trial_folder) if trial_folder.is_dir() else None)
-        result.trials.append(trial)
-        if on_trial is not None:
-            on_trial(trial)
-        if trial.in_interval:
-            break
-        low, high = next_bracket(low, high, alpha, trial.oii, target)
-    write_tuning(result, folder)
+    try:
+        for index in range(1, max_trials + 1):
+            alpha = (low + high) / 2
+            trial_config, beta = with_alpha(values, alpha, tie_beta)
+            trial_folder = folder / f"trial-{index}-alpha-{alpha:.4g}"
+            reported = dict(train(trial_config, trial_folder))
+            if "oii" not in reported:
+                raise DataError(f"trial {index} reported no OII (scores: {', '.join(reported) or 'none'}); tune-oii "
+                                f"needs the 'segmentation' evaluator")
+            scores = {k: float(v) for k, v in reported.items()
+                      if k != "epoch" and isinstance(v, (int, float)) and not isinstance(v, bool)}
+            trial = Trial(index, alpha, beta, low, high, scores, str(reported.get("split", split)),
+                          target[0] <= scores["oii"] <= target[1],
+                          str(trial_folder) if trial_folder.is_dir() else None, reported.get("epoch"))
+            result.trials.append(trial)
+            if on_trial is not None:
+                on_trial(trial)
+            if trial.in_interval:
+                break
+            low, high = next_bracket(low, high, alpha, trial.oii, target)
+    finally:  # the trials done so far are saved even when one fails or the search is interrupted
+        write_tuning(result, folder)
     return result
 
 

@@ -75,7 +75,7 @@ def main() -> None:
         runs.append(run)
         rows.append({"loss": name, **{k: run.scores.get(k) for k in ("iou", "pa", "recall", "dice", "oii")},
                      "best epoch": (run.status.get("best") or {}).get("epoch"),
-                     "seconds": round(time.perf_counter() - started, 1)})
+                     "seconds": f"{time.perf_counter() - started:.1f}"})
         print(f"{name}: test IoU {run.scores['iou']:.4f}, OII {run.scores['oii']:.4f}", flush=True)
     report = write_comparison(runs, args.out, title="segmentation losses on synthetic cracks (U-Net)")
     print()

@@ -102,6 +102,7 @@ def test_beta_follows_alpha_where_the_loss_has_one(tmp_path, loss, tie, expected
      r"α = 1.2 does not fit loss 'dibe': alpha must be in \[0, 1\]"),
     ({}, {"alpha_range": (0.5, 1.2)}, ParameterError, r"α = 1.2 does not fit loss 'tversky': beta must be in"),
     ({}, {"alpha_range": (0.9, 0.1)}, ParameterError, r"range must be two increasing numbers"),
+    ({}, {"alpha_range": (-0.1, 0.5)}, ParameterError, r"range must lie >= 0"),
     ({}, {"interval": (0.15, 1.5)}, ParameterError, r"interval must lie in \[-1, 1\]"),
     ({}, {"max_trials": 0}, ParameterError, r"max_trials must be >= 1"),
 ])
@@ -110,6 +111,18 @@ def test_problems_are_found_before_any_training(tmp_path, changes, kwargs, error
     with pytest.raises(error, match=message):
         tune_oii({**CONFIG, **changes}, trainer=trainer, out=tmp_path / "out", **kwargs)
     assert not trainer.losses
+
+
+def test_the_trials_done_are_saved_when_a_later_one_fails(tmp_path):
+    def trainer(config, folder):
+        if config["loss"]["alpha"] != 0.5:
+            raise KeyboardInterrupt
+        return {"oii": 0.9}
+
+    with pytest.raises(KeyboardInterrupt):
+        tune_oii(CONFIG, trainer=trainer, out=tmp_path)
+    saved = json.loads((tmp_path / "tune.json").read_text())
+    assert [t["alpha"] for t in saved["trials"]] == [0.5] and saved["found"] is False
 
 
 def test_a_trial_without_oii_is_an_error(tmp_path):
@@ -147,7 +160,7 @@ def test_two_real_trials_through_the_cli(tmp_path, run_cli):
         assert run_config["loss"]["alpha"] == trial["alpha"]
         assert Path(trial["folder"]).name == f"trial-{trial['index']}-alpha-{trial['alpha']:.4g}"
         metrics = [json.loads(line) for line in (Path(trial["folder"]) / "metrics.jsonl").read_text().splitlines()]
-        assert trial["scores"]["oii"] == metrics[-1]["val/oii"]
+        assert trial["epoch"] == 1 and trial["scores"]["oii"] == metrics[-1]["val/oii"]
     assert {"tune.json", "tune.png", "report.html", "curves.png", "comparison.json"} <= {p.name for p in out.iterdir()}
     assert len(json.loads((out / "comparison.json").read_text())["rows"]) == 2
     assert "not reached in 2 trials" in result.stdout
