@@ -48,6 +48,7 @@ class PluginLoader:
         self._registry = Registry(strict=strict)
         self._collected: set[str] = set()
         self._cli: Any = None  # the command group plugin commands were added to
+        self._commands: dict[str, set[str]] = {}  # plugin name -> the command names it added to _cli
 
     def collected(self, kind: str | None = None) -> Registry:
         """The registry with the components of ``kind`` (every kind if None) collected from the hooks.
@@ -121,6 +122,8 @@ class PluginLoader:
         if self.manager.has_plugin(name):
             self.manager.unregister(name=name)
         self._registry.remove_plugin(name)
+        for command in self._commands.pop(name, set()):
+            self._cli.commands.pop(command, None)
 
     def _register(self, plugin: Any, record: PluginRecord) -> None:
         try:
@@ -158,8 +161,10 @@ class PluginLoader:
             if only is not None and impl.plugin_name != only:
                 continue
             record = self._registry.plugins.get(impl.plugin_name)
+            before = set(cli.commands)
             try:
                 impl.function(cli=cli)
+                self._commands.setdefault(impl.plugin_name, set()).update(set(cli.commands) - before)
             except Exception as exc:
                 if record is None:
                     raise

@@ -229,3 +229,21 @@ def test_name_colon_value_sets_the_first_parameter(defectlab_plugin):
     assert dl.create("backbone", {"name": "needs_size:7"}) == 7
     with pytest.raises(dl.ParameterError, match="takes no parameters"):
         dl.create("imbalance", "gini:3")
+
+
+def test_a_removed_plugin_takes_its_commands_off_the_cli(defectlab_plugin, run_cli):
+    import click
+
+    from defectlab.cli.main import cli
+    from defectlab.plugin_loading import get_loader
+
+    def register_commands(cli):
+        cli.add_command(click.Command("wave", callback=lambda: click.echo("hello from wave")))
+
+    run_cli("--help")  # the command group exists before the plugin comes
+    defectlab_plugin(plugin_of(register_commands=register_commands), name="waver")
+    assert run_cli("wave").output == "hello from wave\n"
+    get_loader().remove_plugin("waver")
+    assert "wave" not in cli.commands
+    result = run_cli("wave")
+    assert result.exit_code == 2 and "no such command 'wave'" in result.output
