@@ -19,6 +19,7 @@ from defectlab.errors import (
     did_you_mean,
 )
 from defectlab.hookspecs import hookimpl
+from defectlab.oii_tuning import OIITuning, tune_oii
 from defectlab.screening import ScreeningResult, discrepancy_score, screen, select_source
 from defectlab.splits import label_fraction_subset, stratified_split
 from defectlab.subsets import balancing_plan, source_subset, write_subset_csv
@@ -71,6 +72,7 @@ __all__ = [
     "DataModule", "ImageTransform", "label_fraction_subset", "stratified_split",
     "Run", "TrainSettings", "Trainer", "TrainingError", "WeightReport", "evaluate_run", "freeze_backbone",
     "init_backbone_from", "load_matching", "load_trained", "predict", "read_state_dict", "train",
+    "OIITuning", "tune_oii",
 ]
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+import defectlab as dl
 from defectlab import ConfigError, DataError, ParameterError
 from defectlab.oii_tuning import next_bracket, tune_oii
 
@@ -31,6 +32,10 @@ class FakeTrainer:
     @property
     def alphas(self) -> list[float]:
         return [loss["alpha"] for loss in self.losses]
+
+
+def test_the_search_is_public_api():
+    assert dl.tune_oii is tune_oii and "tune_oii" in dl.__all__
 
 
 def test_app_c_example_one(tmp_path):
