@@ -14,6 +14,7 @@ report.html with the table and every run's curves is written into --out.
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
@@ -45,7 +46,7 @@ def crack_config(loss: str, args: argparse.Namespace) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true",
-                        help=f"a small smoke run: {', '.join(f'{k} {v}' for k, v in QUICK.items())}")
+                        help=f"a small smoke run: {', '.join(f'{k} {v}' for k, v in QUICK.items())} unless given")
     parser.add_argument("--losses", default=",".join(LOSSES), help="comma-separated loss names (default: all 12)")
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--count", type=int, default=200, help="images in all (70/15/15 train/val/test)")
@@ -58,9 +59,10 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("runs/compare-losses"))
     args = parser.parse_args()
-    if args.quick:
+    if args.quick:  # the small settings, except those given on the command line
         for key, value in QUICK.items():
-            setattr(args, key, value)
+            if getattr(args, key) == parser.get_default(key):
+                setattr(args, key, value)
     losses = [name.strip() for name in args.losses.split(",") if name.strip()]
     for name in losses:
         dl.get_component("loss", name)  # an unknown name fails here, before any training
@@ -85,4 +87,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except dl.DefectlabError as exc:  # a wrong name or parameter: one line, not a traceback
+        sys.exit(f"error: {exc}")
