@@ -4,7 +4,7 @@ Target: the monocrystalline ELPV cells; candidate source: the polycrystalline on
 defect probability >= 0.5). The screening (SPEC 000) scores the source; a staged run trains a
 grey-input ResNet-18 on the source and fine-tunes its backbone on the target (SPEC 000 §8); a
 second run trains the target from scratch with the same settings; the report compares the two
-on the same target test split. Sized for about five minutes on two CPU cores.
+on the same target test split. Sized for about six minutes on two CPU cores.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ def demo_config(epochs: int, image_size: int) -> dict[str, Any]:
     }
 
 
-def run_demo(out: str | Path, epochs: int = 8, image_size: int = 96,
+def run_demo(out: str | Path, epochs: int = 5, image_size: int = 96,
              say: Callable[[str], None] = print) -> dict[str, Any]:
     """Screen, transfer, train from scratch and compare; returns the paths and the comparison rows."""
     from defectlab.run_report import comparison_rows, write_comparison

@@ -10,12 +10,12 @@ from defectlab.cli.output import format_records
 @click.command("demo")
 @click.option("--out", type=click.Path(file_okay=False), default="runs/demo", show_default=True,
               help="Folder of the demo's runs and report.")
-@click.option("--epochs", type=click.IntRange(1), default=8, show_default=True, help="Epochs of each training.")
+@click.option("--epochs", type=click.IntRange(1), default=5, show_default=True, help="Epochs of each training.")
 @click.option("--image-size", type=click.IntRange(32), default=96, show_default=True,
               help="Side of the images the network sees (ELPV cells are 300x300).")
 def demo_command(out: str, epochs: int, image_size: int) -> None:
     """Screen elpv:poly as a source for elpv:mono, transfer a ResNet-18 from it, and compare with
-    training on elpv:mono from scratch (about five minutes on two CPU cores)."""
+    training on elpv:mono from scratch (about six minutes on two CPU cores)."""
     from defectlab.demo import run_demo
 
     result = run_demo(out, epochs=epochs, image_size=image_size, say=click.echo)
