@@ -256,14 +256,13 @@ def tune_oii(config: str | Path | Mapping[str, Any], *, interval: Sequence[float
             trial_config, beta = with_alpha(values, alpha, tie_beta)
             trial_folder = folder / f"trial-{index}-alpha-{alpha:.4g}"
             reported = dict(train(trial_config, trial_folder))
+            split_read, epoch = str(reported.pop("split", split)), reported.pop("epoch", None)
             if "oii" not in reported:
                 raise DataError(f"trial {index} reported no OII (scores: {', '.join(reported) or 'none'}); tune-oii "
                                 f"needs the 'segmentation' evaluator")
-            scores = {k: float(v) for k, v in reported.items()
-                      if k != "epoch" and isinstance(v, (int, float)) and not isinstance(v, bool)}
-            trial = Trial(index, alpha, beta, low, high, scores, str(reported.get("split", split)),
-                          target[0] <= scores["oii"] <= target[1],
-                          str(trial_folder) if trial_folder.is_dir() else None, reported.get("epoch"))
+            scores = {k: float(v) for k, v in reported.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+            trial = Trial(index, alpha, beta, low, high, scores, split_read, target[0] <= scores["oii"] <= target[1],
+                          str(trial_folder) if trial_folder.is_dir() else None, epoch)
             result.trials.append(trial)
             if on_trial is not None:
                 on_trial(trial)

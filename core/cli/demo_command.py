@@ -5,13 +5,15 @@ from __future__ import annotations
 import click
 
 from defectlab.cli.output import format_records
+from defectlab.demo import DEFAULT_EPOCHS, DEFAULT_IMAGE_SIZE
 
 
 @click.command("demo")
 @click.option("--out", type=click.Path(file_okay=False), default="runs/demo", show_default=True,
               help="Folder of the demo's runs and report.")
-@click.option("--epochs", type=click.IntRange(1), default=5, show_default=True, help="Epochs of each training.")
-@click.option("--image-size", type=click.IntRange(32), default=96, show_default=True,
+@click.option("--epochs", type=click.IntRange(1), default=DEFAULT_EPOCHS, show_default=True,
+              help="Epochs of each training.")
+@click.option("--image-size", type=click.IntRange(32), default=DEFAULT_IMAGE_SIZE, show_default=True,
               help="Side of the images the network sees (ELPV cells are 300x300).")
 def demo_command(out: str, epochs: int, image_size: int) -> None:
     """Screen elpv:poly as a source for elpv:mono, transfer a ResNet-18 from it, and compare with
