@@ -30,7 +30,7 @@ import torch
 
 import defectlab as dl
 from defectlab.cli.output import format_table
-from defectlab.run_report import write_comparison
+from defectlab.runs.report import write_comparison
 
 LOSSES = {"dibe_reg": {"name": "dibe_reg", "alpha": 0.3, "beta": 0.7, "gamma": 1.5},
           "focal_tversky": {"name": "focal_tversky", "alpha": 0.3, "beta": 0.7, "gamma": 0.75}}

@@ -58,7 +58,7 @@ from torch import nn
 
 import defectlab as dl
 from defectlab.cli.output import format_table
-from defectlab.runs import write_resolved_config
+from defectlab.runs.run import write_resolved_config
 
 
 class PreloadedData:

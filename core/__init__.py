@@ -6,9 +6,9 @@ evaluator, dataset), found through the ``defectlab`` entry-point group and built
 
 from importlib import metadata as _metadata
 
-from defectlab.api import create, describe, get_component, list_components, plugins
-from defectlab.datasets import IMAGE_SUFFIXES, Box, DefectDataset, Sample, UnreadableImageError, open_dataset, read_image
-from defectlab.errors import (
+from defectlab.plugin_system.components import create, describe, get_component, list_components, plugins
+from defectlab.data.datasets import IMAGE_SUFFIXES, Box, DefectDataset, Sample, UnreadableImageError, open_dataset, read_image
+from defectlab.plugin_system.errors import (
     ConfigError,
     DataError,
     DefectlabError,
@@ -18,20 +18,20 @@ from defectlab.errors import (
     UnknownComponentError,
     did_you_mean,
 )
-from defectlab.hookspecs import hookimpl
-from defectlab.oii_tuning import OIITuning, tune_oii
-from defectlab.screening import ScreeningResult, discrepancy_score, screen, select_source
-from defectlab.splits import label_fraction_subset, stratified_split
-from defectlab.subsets import balancing_plan, source_subset, write_subset_csv
-from defectlab.runs import Run
-from defectlab.tiling import augment_pair, tile, untile
-from defectlab.transfer import freeze_backbone, init_backbone_from
-from defectlab.weights import WeightReport, load_matching, read_state_dict
+from defectlab.plugin_system.hookspecs import hookimpl
+from defectlab.workflows.tune_oii import OIITuning, tune_oii
+from defectlab.workflows.screen import ScreeningResult, discrepancy_score, screen, select_source
+from defectlab.data.splits import label_fraction_subset, stratified_split
+from defectlab.data.subsets import balancing_plan, source_subset, write_subset_csv
+from defectlab.runs.run import Run
+from defectlab.data.tiling import augment_pair, tile, untile
+from defectlab.training.transfer import freeze_backbone, init_backbone_from
+from defectlab.training.weights import WeightReport, load_matching, read_state_dict
 
 _LAZY = {  # names whose modules import torch
-    "DataModule": "defectlab.data_module", "ImageTransform": "defectlab.transforms",
-    "Trainer": "defectlab.engine", "TrainSettings": "defectlab.train_settings", "train": "defectlab.training",
-    "evaluate_run": "defectlab.prediction", "load_trained": "defectlab.prediction", "predict": "defectlab.prediction",
+    "DataModule": "defectlab.data.data_module", "ImageTransform": "defectlab.data.transforms",
+    "Trainer": "defectlab.training.loop", "TrainSettings": "defectlab.training.settings", "train": "defectlab.workflows.train",
+    "evaluate_run": "defectlab.workflows.predict", "load_trained": "defectlab.workflows.predict", "predict": "defectlab.workflows.predict",
 }
 
 try:

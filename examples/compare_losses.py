@@ -20,7 +20,7 @@ from pathlib import Path
 
 import defectlab as dl
 from defectlab.cli.output import format_records
-from defectlab.run_report import write_comparison
+from defectlab.runs.report import write_comparison
 
 LOSSES = ("bce", "wbce", "focal", "dice", "tversky", "focal_tversky", "combo", "exp_log", "hybrid_focal",
           "dibe_dis", "dibe_reg", "dibe")

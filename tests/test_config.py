@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 import defectlab as dl
-from defectlab.config import Section, apply_overrides, load_config, parse_override, validate
+from defectlab.plugin_system.config import Section, apply_overrides, load_config, parse_override, validate
 from tests.test_registry import ToyLoss, plugin_of
 
 

@@ -12,8 +12,8 @@ from PIL import Image
 
 import defectlab as dl
 from defectlab import DataError, DataModule, DefectDataset, Sample
-from defectlab.config import check_settings
-from defectlab.data_module import EpochSampler, collate
+from defectlab.plugin_system.config import check_settings
+from defectlab.data.data_module import EpochSampler, collate
 
 
 class ArrayDataset(DefectDataset):

@@ -20,8 +20,8 @@ SCRIPT = textwrap.dedent("""
     import os, sys, torch
     sys.path.insert(0, {root!r})
     import defectlab as dl
-    from defectlab.plugin_loading import get_loader
-    from defectlab.engine import unwrap
+    from defectlab.plugin_system.loading import get_loader
+    from defectlab.training.loop import unwrap
     from tests.tiny_models import TinyModels
 
     get_loader().add_plugin(TinyModels(), "tiny_models")

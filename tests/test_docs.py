@@ -13,10 +13,10 @@ import click.testing
 import pluggy
 import pytest
 
-from defectlab import hookspecs
+from defectlab.plugin_system import hookspecs
 from defectlab.cli.main import cli
-from defectlab.kinds import KINDS
-from defectlab.plugin_loading import PluginLoader
+from defectlab.plugin_system.kinds import KINDS
+from defectlab.plugin_system.loading import PluginLoader
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
@@ -26,7 +26,7 @@ PAGES = sorted(DOCS.rglob("*.md")) + [ROOT / "examples" / "defectlab-hello" / "R
 
 
 def declared_hooks() -> list[str]:
-    """The hook names defectlab.hookspecs declares, found the way pluggy finds them."""
+    """The hook names defectlab.plugin_system.hookspecs declares, found the way pluggy finds them."""
     manager = pluggy.PluginManager(hookspecs.PROJECT)
     manager.add_hookspecs(hookspecs)
     return sorted(name for name in vars(manager.hook) if not name.startswith("_"))

@@ -10,9 +10,9 @@ import torch
 
 import defectlab as dl
 from defectlab import ConfigError, DataError, TrainingError
-from defectlab.checkpoints import load_checkpoint
-from defectlab.engine import make_schedule
-from defectlab.train_settings import TrainSettings
+from defectlab.training.checkpoints import load_checkpoint
+from defectlab.training.loop import make_schedule
+from defectlab.training.settings import TrainSettings
 from tests.tiny_models import TinyModels, write_two_class_folder
 
 

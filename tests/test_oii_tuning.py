@@ -11,7 +11,7 @@ import pytest
 
 import defectlab as dl
 from defectlab import ConfigError, DataError, ParameterError
-from defectlab.oii_tuning import next_bracket, tune_oii
+from defectlab.workflows.tune_oii import next_bracket, tune_oii
 
 CONFIG = {"data": {"dataset": {"name": "synthetic_cracks", "count": 40, "size": 32, "defect_ratio": 0.02,
                                "contrast": 0.3}, "image_size": 32, "channels": 1, "batch_size": 8, "augment": []},

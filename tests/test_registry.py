@@ -11,8 +11,8 @@ import pytest
 
 import defectlab as dl
 from defectlab import hookimpl
-from defectlab.plugin_loading import PluginLoader
-from defectlab.registry import registered_name, snake_case
+from defectlab.plugin_system.loading import PluginLoader
+from defectlab.plugin_system.registry import registered_name, snake_case
 
 
 class ToyLoss:
@@ -235,7 +235,7 @@ def test_a_removed_plugin_takes_its_commands_off_the_cli(defectlab_plugin, run_c
     import click
 
     from defectlab.cli.main import cli
-    from defectlab.plugin_loading import get_loader
+    from defectlab.plugin_system.loading import get_loader
 
     def register_commands(cli):
         cli.add_command(click.Command("wave", callback=lambda: click.echo("hello from wave")))

@@ -10,8 +10,8 @@ import pytest
 
 import defectlab as dl
 from defectlab import Box, DefectDataset, Sample, hookimpl
-from defectlab.screening import FLAG_NO_SHARED, FLAG_ZERO_IMBALANCE, SourceScore
-from defectlab.subsets import class_totals
+from defectlab.workflows.screen import FLAG_NO_SHARED, FLAG_ZERO_IMBALANCE, SourceScore
+from defectlab.data.subsets import class_totals
 
 
 class ToyDataset(DefectDataset):

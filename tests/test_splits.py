@@ -8,7 +8,7 @@ import pytest
 
 import defectlab as dl
 from defectlab import DataError, ParameterError
-from defectlab.splits import read_split_csv, write_split_csv
+from defectlab.data.splits import read_split_csv, write_split_csv
 
 # Classes of 10, 5 and 3 samples at 70/15/15 (quotas n * f):
 #   class 0: 7.0, 1.5, 1.5    -> floors 7, 1, 1, one left over (remainders 0, .5, .5)

@@ -297,7 +297,7 @@ def test_broken_plugins_are_recorded_and_the_rest_keeps_working(hello_installed,
 
 
 def test_a_plugin_both_allowed_and_denied_is_skipped_without_error(monkeypatch):
-    from defectlab.plugin_loading import PluginLoader
+    from defectlab.plugin_system.loading import PluginLoader
 
     monkeypatch.setenv("DEFECTLAB_PLUGINS", "class_imbalance,oii")
     monkeypatch.setenv("DEFECTLAB_DISABLE_PLUGINS", "oii")

@@ -5,14 +5,14 @@ from __future__ import annotations
 import click
 
 from defectlab.cli.output import echo_json, format_table
-from defectlab.kinds import KINDS
+from defectlab.plugin_system.kinds import KINDS
 
 
 @click.command("plugins")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def plugins_command(as_json: bool) -> None:
     """List installed plugins: version, kinds and components provided, load errors."""
-    from defectlab.api import plugins
+    from defectlab.plugin_system.components import plugins
 
     records = plugins()
     if as_json:
@@ -36,8 +36,8 @@ def list_command(kind: str | None, pattern: str, as_json: bool) -> None:
     A single argument that is not a kind is taken as a pattern over every kind:
     `defectlab list 'dibe*'`.
     """
-    from defectlab.api import list_components
-    from defectlab.errors import UnknownComponentError, did_you_mean
+    from defectlab.plugin_system.components import list_components
+    from defectlab.plugin_system.errors import UnknownComponentError, did_you_mean
 
     if kind is not None and kind not in KINDS and pattern == "*":
         kind, pattern = None, kind
@@ -59,7 +59,7 @@ def list_command(kind: str | None, pattern: str, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
 def show_command(kind: str, name: str, as_json: bool) -> None:
     """Show one component: summary, plugin, and its parameters with types, defaults and docs."""
-    from defectlab.api import describe
+    from defectlab.plugin_system.components import describe
 
     info = describe(kind, name)
     if as_json:

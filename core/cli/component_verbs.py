@@ -22,8 +22,8 @@ def parse_counts(text: str) -> list[float]:
 
 def component_params(settings: tuple[str, ...]) -> dict[str, Any]:
     """``('alpha=0.3',)`` -> {'alpha': 0.3}; dotted keys are not parameters of one component."""
-    from defectlab.config import parse_override
-    from defectlab.errors import DefectlabError
+    from defectlab.plugin_system.config import parse_override
+    from defectlab.plugin_system.errors import DefectlabError
 
     params = {}
     for text in settings:
@@ -50,7 +50,7 @@ def imbalance_command(name: str, counts: str | None, data: str | None, tp: float
     Input-scope metrics (gini, imbalance_ratio) take --counts or --data; output-scope metrics (oii)
     take --tp, --fp and --fn. Example: `defectlab imbalance oii --tp 2 --fp 5 --fn 1`.
     """
-    from defectlab.api import create, get_component
+    from defectlab.plugin_system.components import create, get_component
 
     component = get_component("imbalance", name)
     metric = create("imbalance", name, **component_params(settings))
@@ -59,7 +59,7 @@ def imbalance_command(name: str, counts: str | None, data: str | None, tp: float
             raise click.UsageError(f"'{name}' is an input-scope metric: pass --counts (e.g. --counts 349,62,250) "
                                    f"or --data DATASET, one of them")
         if data is not None:
-            from defectlab.datasets import open_dataset
+            from defectlab.data.datasets import open_dataset
 
             values = [float(c) for c in open_dataset(data).class_counts()]
         else:
@@ -98,9 +98,9 @@ def distance_command(name: str, data: tuple[str, ...], settings: tuple[str, ...]
     cached on disk) and the two summaries are compared. Example:
     `defectlab distance emd --data elpv:mono --data elpv:poly --set k=5`.
     """
-    from defectlab.api import create
+    from defectlab.plugin_system.components import create
     from defectlab.cli.output import format_table
-    from defectlab.datasets import open_dataset
+    from defectlab.data.datasets import open_dataset
 
     if len(data) != 2:
         raise click.UsageError(f"pass exactly two datasets, --data A --data B (got {len(data)})")

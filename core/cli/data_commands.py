@@ -20,7 +20,7 @@ Problem = tuple[str, str, str]
 
 
 def _reason(exc: Exception) -> str:
-    from defectlab.errors import DefectlabError
+    from defectlab.plugin_system.errors import DefectlabError
 
     return str(exc) if isinstance(exc, DefectlabError) else f"{type(exc).__name__}: {exc}"
 
@@ -87,7 +87,7 @@ def check_data_command(dataset: str, out: str | None, workers: int) -> None:
     the columns key,path,problem; a summary line goes to stderr. Problems do not make the
     command fail: it is a report.
     """
-    from defectlab.datasets import open_dataset
+    from defectlab.data.datasets import open_dataset
 
     data = open_dataset(dataset)
     buffer = io.StringIO()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from defectlab.cli.output import format_records
-from defectlab.demo import DEFAULT_EPOCHS, DEFAULT_IMAGE_SIZE
+from defectlab.workflows.demo import DEFAULT_EPOCHS, DEFAULT_IMAGE_SIZE
 
 
 @click.command("demo")
@@ -18,7 +18,7 @@ from defectlab.demo import DEFAULT_EPOCHS, DEFAULT_IMAGE_SIZE
 def demo_command(out: str, epochs: int, image_size: int) -> None:
     """Screen elpv:poly as a source for elpv:mono, transfer a ResNet-18 from it, and compare with
     training on elpv:mono from scratch (about six minutes on two CPU cores)."""
-    from defectlab.demo import run_demo
+    from defectlab.workflows.demo import run_demo
 
     result = run_demo(out, epochs=epochs, image_size=image_size, say=click.echo)
     click.echo(format_records(result["columns"], result["rows"]))

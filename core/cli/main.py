@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from defectlab.errors import DefectlabError
+from defectlab.plugin_system.errors import DefectlabError
 
 DEBUG_ENV = "DEFECTLAB_DEBUG"
 
@@ -20,7 +20,7 @@ class DefectlabGroup(click.Group):
 
     def add_plugin_commands(self) -> None:
         """Run every plugin's ``register_commands`` hook once per loader; failures are recorded on the plugin."""
-        from defectlab.plugin_loading import get_loader
+        from defectlab.plugin_system.loading import get_loader
 
         loader = get_loader()
         if self._commands_from is not loader:
@@ -37,7 +37,7 @@ class DefectlabGroup(click.Group):
 
     def resolve_command(self, ctx: click.Context, args: list[str]) -> tuple[Any, Any, list[str]]:
         if args and not args[0].startswith("-") and self.get_command(ctx, args[0]) is None:
-            from defectlab.errors import did_you_mean
+            from defectlab.plugin_system.errors import did_you_mean
 
             hint = did_you_mean(args[0], self.list_commands(ctx))
             ctx.fail(f"no such command '{args[0]}'{hint} (see `defectlab --help`)")

@@ -7,7 +7,7 @@ from typing import Any
 import click
 
 from defectlab.cli.output import echo_json
-from defectlab.subsets import Balance
+from defectlab.data.subsets import Balance
 
 
 def screen_settings(epsilon: float = 1e-6, top: int = 3, all_pairs: bool = False, balance: Balance = "none",
@@ -24,7 +24,7 @@ def screen_settings(epsilon: float = 1e-6, top: int = 3, all_pairs: bool = False
 
 
 def screen_schema() -> dict[str, Any]:
-    from defectlab.config import Section
+    from defectlab.plugin_system.config import Section
 
     return {
         "target": Section(kind="dataset", required=True),
@@ -57,10 +57,10 @@ def screen_command(config: str | None, target: str | None, sources: tuple[str, .
     `top` lowest the source with most samples is chosen. Writes screen.json, the chosen
     source's subset as subset.csv and, with --all-pairs, pairs.png.
     """
-    from defectlab.config import apply_overrides, load_toml, set_value, validate
-    from defectlab.errors import ConfigError
-    from defectlab.runs import new_run_dir, write_resolved_config
-    from defectlab.screening import screen
+    from defectlab.plugin_system.config import apply_overrides, load_toml, set_value, validate
+    from defectlab.plugin_system.errors import ConfigError
+    from defectlab.runs.run import new_run_dir, write_resolved_config
+    from defectlab.workflows.screen import screen
 
     settings = load_toml(config) if config else {}
     command_line = {"target": target, "distance.name": distance, "imbalance.name": imbalance,

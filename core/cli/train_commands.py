@@ -27,8 +27,8 @@ def train_command(config: str | None, overrides: tuple[str, ...], out: str | Non
     continues with --resume RUN; a config with [[stages]] trains each stage from the previous
     one's backbone (staged transfer).
     """
-    from defectlab.distributed import world_from_environment
-    from defectlab.training import train
+    from defectlab.training.distributed import world_from_environment
+    from defectlab.workflows.train import train
 
     if config is None and resume is None:
         raise click.UsageError("give a CONFIG file, or --resume RUN")
@@ -43,7 +43,7 @@ def train_command(config: str | None, overrides: tuple[str, ...], out: str | Non
 
 
 def _print_scores(run: Any) -> None:
-    from defectlab.run_report import comparison_rows
+    from defectlab.runs.report import comparison_rows
 
     runs = run.stages or [run]
     rows, columns = comparison_rows(runs)
@@ -60,7 +60,7 @@ def _print_scores(run: Any) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
 def evaluate_command(run: str, dataset: str | None, split: str, which: str, out: str | None, as_json: bool) -> None:
     """Score a trained RUN with its evaluators; save metrics.json, plots and misclassified.csv."""
-    from defectlab.prediction import evaluate_run
+    from defectlab.workflows.predict import evaluate_run
 
     results = evaluate_run(run, dataset, split=split, which=which, out=out)
     if as_json:
@@ -90,7 +90,7 @@ def evaluate_command(run: str, dataset: str | None, split: str, which: str, out:
 def predict_command(run: str, images: tuple[str, ...], out: str, which: str, batch_size: int,
                     threshold: float) -> None:
     """Predict IMAGES (files or folders) with a trained RUN and write a CSV of predictions."""
-    from defectlab.prediction import predict
+    from defectlab.workflows.predict import predict
 
     path = predict(run, images, out, batch_size=batch_size, which=which, threshold=threshold)
     click.echo(f"predictions: {path}")
@@ -103,8 +103,8 @@ def report_command(runs: tuple[str, ...], out: str | None) -> None:
     """Compare RUNS side by side (a table and overlaid curves), or rewrite one run's report.html."""
     from pathlib import Path
 
-    from defectlab.run_report import comparison_rows, write_comparison, write_run_report
-    from defectlab.runs import Run, new_run_dir
+    from defectlab.runs.report import comparison_rows, write_comparison, write_run_report
+    from defectlab.runs.run import Run, new_run_dir
 
     loaded = [Run(r) for r in runs]
     expanded = [stage for run in loaded for stage in (run.stages or [run])]

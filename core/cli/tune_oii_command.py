@@ -43,7 +43,7 @@ def tune_oii_command(config: str, interval: tuple[float, float], alpha_range: tu
     comparison report.html into --out, and prints how many trainings a grid search of the
     same resolution would need.
     """
-    from defectlab.oii_tuning import tune_oii
+    from defectlab.workflows.tune_oii import tune_oii
 
     overrides = overrides + ((f"train.epochs={epochs}",) if epochs is not None else ())
 

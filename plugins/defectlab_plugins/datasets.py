@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 from defectlab import IMAGE_SUFFIXES, Box, DataError, DefectDataset, Sample, UnreadableImageError, hookimpl
 
-log = logging.getLogger("defectlab.datasets")
+log = logging.getLogger("defectlab.data.datasets")
 
 # The suffixes the core reads as images (kept in step with defectlab's own list by test_datasets).
 SPLIT_NAMES = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}

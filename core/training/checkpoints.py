@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from defectlab.errors import DataError
+from defectlab.plugin_system.errors import DataError
 
 #: Version of the checkpoint layout; a newer one is refused with a clear message.
 FORMAT = 1

@@ -10,8 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from defectlab.errors import DataError
-from defectlab.weights import WeightReport, load_matching, read_state_dict
+from defectlab.plugin_system.errors import DataError
+from defectlab.training.weights import WeightReport, load_matching, read_state_dict
 
 if TYPE_CHECKING:
     from torch import Tensor, nn

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from defectlab.errors import ParameterError
+from defectlab.plugin_system.errors import ParameterError
 
 REQUIRED = inspect.Parameter.empty
 _TRUE = {"true", "1", "yes", "on"}

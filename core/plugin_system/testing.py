@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from defectlab.plugin_loading import get_loader
-from defectlab.registry import PluginRecord
+from defectlab.plugin_system.loading import get_loader
+from defectlab.plugin_system.registry import PluginRecord
 
 
 @pytest.fixture

@@ -21,9 +21,9 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from defectlab.datasets import DefectDataset, UnreadableImageError, open_dataset
-from defectlab.errors import DataError, ParameterError, did_you_mean
-from defectlab.splits import (
+from defectlab.data.datasets import DefectDataset, UnreadableImageError, open_dataset
+from defectlab.plugin_system.errors import DataError, ParameterError, did_you_mean
+from defectlab.data.splits import (
     SPLIT_NAMES,
     checked_fractions,
     label_fraction_subset,
@@ -31,7 +31,7 @@ from defectlab.splits import (
     stratified_split,
     write_split_csv,
 )
-from defectlab.transforms import ImageTransform
+from defectlab.data.transforms import ImageTransform
 
 log = logging.getLogger("defectlab.data")
 EXAMPLES_SHOWN = 5

@@ -88,7 +88,7 @@ img{{max-width:100%;border:1px solid #eee;margin:.5em 0}} pre{{background:#f7f7f
 
 def write_run_report(folder: Path) -> Path:
     """curves.png and report.html of one run: status, data, final scores, curves, the evaluators' plots."""
-    from defectlab.runs import Run
+    from defectlab.runs.run import Run
 
     run = Run(folder)
     status, evaluation = run.status, run.evaluation

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from defectlab.errors import ConfigError, DefectlabError, did_you_mean
-from defectlab.kinds import KINDS
-from defectlab.parameters import coerce, parameters_of
+from defectlab.plugin_system.errors import ConfigError, DefectlabError, did_you_mean
+from defectlab.plugin_system.kinds import KINDS
+from defectlab.plugin_system.parameters import coerce, parameters_of
 
 
 @dataclass(frozen=True)
@@ -97,7 +97,7 @@ def _index(key: str, items: list[Any], path: list[str]) -> int:
 
 def validate(config: Mapping[str, Any], schema: Schema = DEFAULT_SCHEMA) -> list[str]:
     """Every problem in ``config`` as ``path: message`` lines; empty when it is valid."""
-    from defectlab.api import resolve_spec
+    from defectlab.plugin_system.components import resolve_spec
 
     problems: list[str] = []
     for key in config:

@@ -13,9 +13,9 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from defectlab.datasets import DefectDataset, open_dataset
-from defectlab.errors import DataError
-from defectlab.subsets import Balance, balancing_plan, source_subset, write_subset_csv
+from defectlab.data.datasets import DefectDataset, open_dataset
+from defectlab.plugin_system.errors import DataError
+from defectlab.data.subsets import Balance, balancing_plan, source_subset, write_subset_csv
 
 FLAG_NO_SHARED = "no shared class: not selectable"
 FLAG_ZERO_IMBALANCE = "imbalance is 0: the score is 0 whatever the distance"
@@ -117,7 +117,7 @@ class ScreeningResult:
             rows = balancing_plan(rows, balance, dict(zip(target.classes, target.class_counts())), seed)
             written["subset"] = write_subset_csv(rows, folder / "subset.csv")
         if self.pairs:
-            from defectlab.screening_plots import plot_pair_scores
+            from defectlab.workflows.screen_plots import plot_pair_scores
 
             written["heatmap"] = plot_pair_scores(self.pairs, folder / "pairs.png",
                                                   title=f"discrepancy ({self.distance} x {self.imbalance})")
@@ -125,7 +125,7 @@ class ScreeningResult:
 
 
 def _build(kind: str, spec: str | Mapping[str, Any]) -> tuple[str, Any]:
-    from defectlab.api import create, split_spec
+    from defectlab.plugin_system.components import create, split_spec
 
     name, _ = split_spec(spec, kind)
     return name, create(kind, spec)

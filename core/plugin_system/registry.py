@@ -7,9 +7,9 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from defectlab.errors import DefectlabError, ParameterError, PluginError, UnknownComponentError, did_you_mean
-from defectlab.kinds import IMBALANCE_SCOPES, KINDS
-from defectlab.parameters import Parameter, accepts_any_keyword, coerce, description_of, parameters_of, summary_of
+from defectlab.plugin_system.errors import DefectlabError, ParameterError, PluginError, UnknownComponentError, did_you_mean
+from defectlab.plugin_system.kinds import IMBALANCE_SCOPES, KINDS
+from defectlab.plugin_system.parameters import Parameter, accepts_any_keyword, coerce, description_of, parameters_of, summary_of
 
 
 def snake_case(name: str) -> str:

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from defectlab.errors import DataError
+from defectlab.plugin_system.errors import DataError
 
 SkipNote = Callable[[str, dict[str, Any]], None]
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from defectlab.errors import ParameterError
-from defectlab.plugin_loading import get_loader
-from defectlab.registry import Component, PluginRecord
+from defectlab.plugin_system.errors import ParameterError
+from defectlab.plugin_system.loading import get_loader
+from defectlab.plugin_system.registry import Component, PluginRecord
 
 
 def list_components(kind: str | None = None, pattern: str = "*") -> list[Component]:

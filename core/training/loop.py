@@ -1,7 +1,7 @@
 """The training engine: components in, run directory out.
 
 :class:`Trainer` trains any model from a ``backbone`` component with any ``loss`` on the batches
-of a :class:`~defectlab.data_module.DataModule`, evaluates with ``evaluator`` components, and
+of a :class:`~defectlab.data.data_module.DataModule`, evaluates with ``evaluator`` components, and
 writes the run directory of DESIGN.md "Runs": metrics.jsonl, atomic last.pt/best.pt, run.json
 and, at the end, the test evaluation, plots and report.html. It resumes from last.pt to the same
 result, stops early on a monitored metric, stops with a clear message on a non-finite loss, and
@@ -25,14 +25,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from defectlab import distributed
-from defectlab.checkpoints import load_checkpoint, save_checkpoint
-from defectlab.errors import DataError, DefectlabError, TrainingError
-from defectlab.evaluation import evaluate_split, write_evaluation
-from defectlab.train_settings import TrainSettings
-from defectlab.transfer import freeze_backbone, frozen_norms_to_eval, init_backbone_from
+from defectlab.training import distributed
+from defectlab.training.checkpoints import load_checkpoint, save_checkpoint
+from defectlab.plugin_system.errors import DataError, DefectlabError, TrainingError
+from defectlab.training.evaluation import evaluate_split, write_evaluation
+from defectlab.training.settings import TrainSettings
+from defectlab.training.transfer import freeze_backbone, frozen_norms_to_eval, init_backbone_from
 
-log = logging.getLogger("defectlab.engine")
+log = logging.getLogger("defectlab.training.loop")
 
 Callback = Callable[["Trainer", dict[str, Any]], None]
 
@@ -101,7 +101,7 @@ class Trainer:
     """Train ``model`` on ``data`` with ``loss``, evaluating with ``evaluators``, into ``folder``.
 
     Every piece can be built on its own (``defectlab.create``) and handed in here; ``fit()``
-    returns the :class:`~defectlab.runs.Run`. ``callbacks`` are called after every epoch with
+    returns the :class:`~defectlab.runs.run.Run`. ``callbacks`` are called after every epoch with
     the trainer and that epoch's metrics (on every rank).
     """
 
@@ -165,7 +165,7 @@ class Trainer:
 
     def fit(self, resume: bool = False) -> Any:
         """Train to the last epoch (or an early stop), then evaluate on the test split and write the report."""
-        from defectlab.runs import Run
+        from defectlab.runs.run import Run
 
         self.folder.mkdir(parents=True, exist_ok=True)
         previous = (torch.are_deterministic_algorithms_enabled(),
@@ -322,7 +322,7 @@ class Trainer:
             self._say(f"{split}: " + ", ".join(f"{k} {v:.4g}" for k, v in results["scores"].items()
                                                if "/" not in k and isinstance(v, float)))
         self._status("finished", evaluation={"split": split, "scores": results.get("scores", {})})
-        from defectlab.run_report import write_run_report
+        from defectlab.runs.report import write_run_report
 
         report = write_run_report(self.folder)
         self._say(f"run: {self.folder}\nreport: {report}")

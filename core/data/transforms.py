@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from defectlab.errors import DataError, ParameterError, did_you_mean
+from defectlab.plugin_system.errors import DataError, ParameterError, did_you_mean
 
 AUGMENTATIONS = ("flip", "rotate", "contrast", "brightness", "noise")
 CONTRAST = 0.2  # factor drawn from [1 - CONTRAST, 1 + CONTRAST], about the image mean

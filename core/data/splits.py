@@ -15,7 +15,7 @@ import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from defectlab.errors import DataError, ParameterError
+from defectlab.plugin_system.errors import DataError, ParameterError
 
 SPLIT_NAMES = ("train", "val", "test")
 TOLERANCE = 1e-6

@@ -13,10 +13,10 @@ from typing import Any
 
 import pluggy
 
-from defectlab import hookspecs
-from defectlab.errors import did_you_mean
-from defectlab.kinds import KINDS, Kind
-from defectlab.registry import PluginRecord, Registry
+from defectlab.plugin_system import hookspecs
+from defectlab.plugin_system.errors import did_you_mean
+from defectlab.plugin_system.kinds import KINDS, Kind
+from defectlab.plugin_system.registry import PluginRecord, Registry
 
 ENTRY_POINT_GROUP = "defectlab"
 ALLOW_ENV = "DEFECTLAB_PLUGINS"

@@ -14,8 +14,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from defectlab.config import Section, validate
-from defectlab.errors import ConfigError, DataError, DefectlabError
+from defectlab.plugin_system.config import Section, validate
+from defectlab.plugin_system.errors import ConfigError, DataError, DefectlabError
 
 DEFAULT_LOSS = {"classify": {"name": "cross_entropy"}, "segment": {"name": "dibe"}}
 DEFAULT_EVALUATORS = {"classify": [{"name": "classification"}], "segment": [{"name": "segmentation"}]}
@@ -24,13 +24,13 @@ RESUMABLE = ("epochs", "progress", "device", "patience")
 
 
 def data_settings_function() -> Any:
-    from defectlab.data_module import DataModule
+    from defectlab.data.data_module import DataModule
 
     return DataModule
 
 
 def train_settings_function() -> Any:
-    from defectlab.train_settings import TrainSettings
+    from defectlab.training.settings import TrainSettings
 
     return TrainSettings
 
@@ -104,7 +104,7 @@ def check_config(config: Mapping[str, Any], source: str = "config") -> None:
 
 
 def _spec_problems(kind: str, spec: Mapping[str, Any], where: str) -> list[str]:
-    from defectlab.api import resolve_spec
+    from defectlab.plugin_system.components import resolve_spec
 
     try:
         component, params = resolve_spec(kind, spec, where)
@@ -115,7 +115,7 @@ def _spec_problems(kind: str, spec: Mapping[str, Any], where: str) -> list[str]:
 
 def resolved_settings(values: Mapping[str, Any], function: Any) -> dict[str, Any]:
     """Every setting of ``function`` with the given values laid over its defaults."""
-    from defectlab.parameters import coerce, parameters_of
+    from defectlab.plugin_system.parameters import coerce, parameters_of
 
     result = {}
     for parameter in parameters_of(function):
@@ -128,10 +128,10 @@ def resolved_settings(values: Mapping[str, Any], function: Any) -> dict[str, Any
 
 def build_stage(config: Mapping[str, Any], splits_csv: Path | None = None) -> tuple[dict[str, Any], Any, Any, Any, list[Any]]:
     """(resolved config, data module, model, loss, evaluators) of one stage's config."""
-    from defectlab.api import create, resolve_spec
-    from defectlab.data_module import DataModule
-    from defectlab.engine import seed_everything
-    from defectlab.train_settings import TrainSettings
+    from defectlab.plugin_system.components import create, resolve_spec
+    from defectlab.data.data_module import DataModule
+    from defectlab.training.loop import seed_everything
+    from defectlab.training.settings import TrainSettings
 
     settings = TrainSettings(**resolved_settings(config.get("train", {}), TrainSettings))
     seed_everything(settings.seed)
@@ -189,8 +189,8 @@ def train(config: str | Path | Mapping[str, Any] | None = None, *, out: str | Pa
     ``linear_probe`` set ``train.init_from`` / ``train.linear_probe``. A staged config returns
     the top run, whose ``stages`` are the stage runs.
     """
-    from defectlab.config import apply_overrides, load_toml
-    from defectlab.runs import Run, new_run_dir
+    from defectlab.plugin_system.config import apply_overrides, load_toml
+    from defectlab.runs.run import Run, new_run_dir
 
     if resume is not None:
         return _resume(Path(resume), overrides, callbacks)
@@ -215,7 +215,7 @@ def train(config: str | Path | Mapping[str, Any] | None = None, *, out: str | Pa
 def _write_top(folder: Path, values: Mapping[str, Any], names: list[str]) -> None:
     import json
 
-    from defectlab.runs import environment_versions
+    from defectlab.runs.run import environment_versions
 
     (folder / "config.json").write_text(json.dumps({"config": values, "stages": names,
                                                     "versions": environment_versions()}, indent=2, default=str))
@@ -223,8 +223,8 @@ def _write_top(folder: Path, values: Mapping[str, Any], names: list[str]) -> Non
 
 def _run_stages(folder: Path, stages: list[tuple[str, dict[str, Any]]], callbacks: Sequence[Any], start: int,
                 resume_first: bool = False) -> Any:
-    from defectlab.run_report import write_comparison
-    from defectlab.runs import Run
+    from defectlab.runs.report import write_comparison
+    from defectlab.runs.run import Run
 
     previous = folder / stages[start - 1][0] if start else None
     for index in range(start, len(stages)):
@@ -243,10 +243,10 @@ def _run_stages(folder: Path, stages: list[tuple[str, dict[str, Any]]], callback
 
 
 def _train_stage(config: Mapping[str, Any], folder: Path, callbacks: Sequence[Any], resume: bool = False) -> Any:
-    from defectlab.distributed import world_from_environment
-    from defectlab.engine import Trainer
-    from defectlab.runs import write_resolved_config
-    from defectlab.train_settings import TrainSettings
+    from defectlab.training.distributed import world_from_environment
+    from defectlab.training.loop import Trainer
+    from defectlab.runs.run import write_resolved_config
+    from defectlab.training.settings import TrainSettings
 
     folder.mkdir(parents=True, exist_ok=True)
     splits = folder / "splits.csv"
@@ -264,8 +264,8 @@ def _resume(folder: Path, overrides: Sequence[str], callbacks: Sequence[Any]) ->
     """Continue a killed run (or the unfinished stages of a staged one) from last.pt."""
     import json
 
-    from defectlab.config import apply_overrides
-    from defectlab.runs import Run
+    from defectlab.plugin_system.config import apply_overrides
+    from defectlab.runs.run import Run
 
     run = Run(folder)
     saved = json.loads((folder / "config.json").read_text())

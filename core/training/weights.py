@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from defectlab.errors import DataError
+from defectlab.plugin_system.errors import DataError
 
 if TYPE_CHECKING:
     from torch import Tensor, nn

@@ -27,7 +27,7 @@ def new_run_dir(workflow: str, out: str | Path | None = None, root: str | Path =
 def environment_versions() -> dict[str, Any]:
     """Python, defectlab and plugin versions, recorded beside every resolved config."""
     from defectlab import __version__
-    from defectlab.api import plugins
+    from defectlab.plugin_system.components import plugins
 
     return {
         "python": platform.python_version(),
@@ -52,7 +52,7 @@ class Run:
     def __init__(self, folder: str | Path):
         self.folder = Path(folder)
         if not (self.folder / "config.json").is_file():
-            from defectlab.errors import DataError
+            from defectlab.plugin_system.errors import DataError
 
             raise DataError(f"'{self.folder}' is not a run directory (it has no config.json); give the folder "
                             f"that `defectlab train` wrote")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
-from defectlab.errors import ParameterError
+from defectlab.plugin_system.errors import ParameterError
 
 
 @dataclass(frozen=True)

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from defectlab.datasets import DefectDataset
-from defectlab.errors import DataError
+from defectlab.data.datasets import DefectDataset
+from defectlab.plugin_system.errors import DataError
 
 Balance = Literal["none", "uniform", "target"]
 

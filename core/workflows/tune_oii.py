@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from defectlab.errors import ConfigError, DataError, ParameterError, TrainingError
+from defectlab.plugin_system.errors import ConfigError, DataError, ParameterError, TrainingError
 
 #: The scores each trial reports, in this order.
 TRIAL_SCORES = ("iou", "pa", "recall", "oii")
@@ -161,14 +161,14 @@ def checked_pair(name: str, pair: Sequence[float], low: float | None = None, hig
 
 def tunable_losses() -> list[str]:
     """Names of the registered losses that have an ``alpha`` parameter."""
-    from defectlab.api import list_components
+    from defectlab.plugin_system.components import list_components
 
     return [c.name for c in list_components("loss") if any(p.name == "alpha" for p in c.parameters)]
 
 
 def loss_spec(config: Mapping[str, Any]) -> dict[str, Any]:
     """The config's loss as a {name = ...} table (a segmentation config without one trains with dibe)."""
-    from defectlab.training import DEFAULT_LOSS
+    from defectlab.workflows.train import DEFAULT_LOSS
 
     spec = config.get("loss") or DEFAULT_LOSS["segment"]
     return {"name": spec} if isinstance(spec, str) else dict(spec)
@@ -176,7 +176,7 @@ def loss_spec(config: Mapping[str, Any]) -> dict[str, Any]:
 
 def with_alpha(config: Mapping[str, Any], alpha: float, tie_beta: bool) -> tuple[dict[str, Any], float | None]:
     """A copy of ``config`` whose loss has ``alpha`` (and β = 1 − α when tied and the loss has β); and β."""
-    from defectlab.api import resolve_spec
+    from defectlab.plugin_system.components import resolve_spec
 
     result = copy.deepcopy(dict(config))
     spec = loss_spec(result)
@@ -196,9 +196,9 @@ def prepared_config(config: str | Path | Mapping[str, Any], overrides: Sequence[
     Refuses staged configs, losses without ``alpha``, evaluators without ``segmentation`` (the
     OII comes from it), and a range of α the loss cannot take (it is built at both ends).
     """
-    from defectlab.api import get_component
-    from defectlab.config import apply_overrides, load_toml
-    from defectlab.training import check_config
+    from defectlab.plugin_system.components import get_component
+    from defectlab.plugin_system.config import apply_overrides, load_toml
+    from defectlab.workflows.train import check_config
 
     source = str(config) if isinstance(config, (str, Path)) else "config"
     values = load_toml(config) if isinstance(config, (str, Path)) else copy.deepcopy(dict(config))
@@ -237,7 +237,7 @@ def tune_oii(config: str | Path | Mapping[str, Any], *, interval: Sequence[float
     losses that have β (DIBE ties them itself). Writes tune.json, tune.png and a comparison
     report of the trials into ``out``, and returns the :class:`OIITuning`.
     """
-    from defectlab.runs import new_run_dir
+    from defectlab.runs.run import new_run_dir
 
     target = checked_pair("interval", interval, -1.0, 1.0)
     bracket = checked_pair("range", alpha_range, 0.0)
@@ -278,7 +278,7 @@ def tune_oii(config: str | Path | Mapping[str, Any], *, interval: Sequence[float
 
 def train_trial(config: dict[str, Any], folder: Path, split: str = "val") -> dict[str, Any]:
     """Train ``config`` into ``folder`` and return the scores of ``split`` (see :func:`run_scores`)."""
-    from defectlab.training import train
+    from defectlab.workflows.train import train
 
     run = train(config, out=folder)
     if run.status.get("status") != "finished":
@@ -308,8 +308,8 @@ def run_scores(run: Any, split: str = "val") -> dict[str, Any]:
 
 def write_tuning(result: OIITuning, folder: Path) -> dict[str, Path]:
     """tune.json, tune.png and (when the trials are run directories) the comparison report.html."""
-    from defectlab.run_report import write_comparison
-    from defectlab.runs import Run
+    from defectlab.runs.report import write_comparison
+    from defectlab.runs.run import Run
 
     written = {"tune": folder / "tune.json"}
     written["tune"].write_text(json.dumps(result.to_dict(), indent=2))

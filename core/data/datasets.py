@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from defectlab.errors import DataError, DefectlabError, UnknownComponentError
+from defectlab.plugin_system.errors import DataError, DefectlabError, UnknownComponentError
 
-log = logging.getLogger("defectlab.datasets")
+log = logging.getLogger("defectlab.data.datasets")
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -172,7 +172,7 @@ def open_dataset(spec: Any) -> DefectDataset:
 
     ``NAME:VALUE`` passes VALUE as the component's first parameter (``elpv:mono``).
     """
-    from defectlab.api import create, list_components
+    from defectlab.plugin_system.components import create, list_components
 
     if isinstance(spec, DefectDataset):
         return spec

@@ -33,9 +33,9 @@ def demo_config(epochs: int, image_size: int) -> dict[str, Any]:
 def run_demo(out: str | Path, epochs: int = DEFAULT_EPOCHS, image_size: int = DEFAULT_IMAGE_SIZE,
              say: Callable[[str], None] = print) -> dict[str, Any]:
     """Screen, transfer, train from scratch and compare; returns the paths and the comparison rows."""
-    from defectlab.run_report import comparison_rows, write_comparison
-    from defectlab.screening import screen
-    from defectlab.training import train
+    from defectlab.runs.report import comparison_rows, write_comparison
+    from defectlab.workflows.screen import screen
+    from defectlab.workflows.train import train
 
     out = Path(out)
     say(f"1/4 screening: is {SOURCE} a good source for {TARGET}? (EMD x Gini / shared classes)")

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from defectlab.errors import DataError
+from defectlab.plugin_system.errors import DataError
 
 if TYPE_CHECKING:
     import numpy as np

@@ -8,9 +8,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from defectlab.checkpoints import load_checkpoint
-from defectlab.datasets import IMAGE_SUFFIXES, UnreadableImageError, read_image
-from defectlab.errors import DataError
+from defectlab.training.checkpoints import load_checkpoint
+from defectlab.data.datasets import IMAGE_SUFFIXES, UnreadableImageError, read_image
+from defectlab.plugin_system.errors import DataError
 
 
 @dataclass
@@ -39,7 +39,7 @@ def checkpoint_of(run_or_file: str | Path, which: str = "best") -> Path:
 
 def load_trained(run_or_file: str | Path, which: str = "best") -> TrainedModel:
     """The model of a run (or checkpoint) with its trained weights, in eval mode."""
-    from defectlab.api import create
+    from defectlab.plugin_system.components import create
 
     file = checkpoint_of(run_or_file, which)
     state = load_checkpoint(file)
@@ -83,7 +83,7 @@ def predict(run_or_file: str | Path, inputs: Sequence[str | Path], out: str | Pa
     import numpy as np
     import torch
 
-    from defectlab.transforms import ImageTransform
+    from defectlab.data.transforms import ImageTransform
 
     trained = load_trained(run_or_file, which)
     transform = ImageTransform(task=trained.task, **trained.transform)
@@ -155,10 +155,10 @@ def evaluate_run(run: str | Path, dataset: Any = None, split: str = "test", whic
     """
     import torch
 
-    from defectlab.api import create
-    from defectlab.data_module import DataModule
-    from defectlab.evaluation import write_evaluation
-    from defectlab.runs import Run, new_run_dir
+    from defectlab.plugin_system.components import create
+    from defectlab.data.data_module import DataModule
+    from defectlab.training.evaluation import write_evaluation
+    from defectlab.runs.run import Run, new_run_dir
 
     folder = Path(run)
     if not folder.is_dir():

@@ -1,0 +1,1 @@
+"""Training: the loop and its settings, checkpoints, weights, transfer, distributed runs, scoring a split."""
