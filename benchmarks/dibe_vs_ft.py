@@ -26,11 +26,9 @@ import tempfile
 import time
 from pathlib import Path
 
-import torch
-
 import defectlab as dl
-from defectlab.cli.output import format_table
-from defectlab.runs.report import write_comparison
+import torch
+from defectlab import format_table
 
 LOSSES = {"dibe_reg": {"name": "dibe_reg", "alpha": 0.3, "beta": 0.7, "gamma": 1.5},
           "focal_tversky": {"name": "focal_tversky", "alpha": 0.3, "beta": 0.7, "gamma": 0.75}}
@@ -119,7 +117,7 @@ def main() -> None:
     else:
         print(f"ratio focal_tversky / dibe_reg epochs to IoU {args.target:g}: undefined (dibe_reg: "
               f"{dibe or 'not reached'}, focal_tversky: {ft or 'not reached'} in {args.epochs} epochs)")
-    print(f"runs and report: {write_comparison(runs, out, title='DIBE_Reg vs Focal Tversky at 1:2000')}")
+    print(f"runs and report: {dl.compare_runs(runs, out, title='DIBE_Reg vs Focal Tversky at 1:2000').report}")
 
 
 if __name__ == "__main__":

@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 import defectlab as dl
-from defectlab.cli.output import format_table
+from defectlab import format_table
 
 TASKS = {"4class": "elpv", "binary": {"name": "elpv", "binary": True}}
 
@@ -127,7 +127,7 @@ def validation_csv(task: str, folder: Path) -> tuple[dict[str, Any], int, int]:
 
     Returns the dataset spec and the numbers of train and val cells; the test cells are not in it.
     """
-    from defectlab.data.splits import stratified_split
+    from defectlab import stratified_split
 
     data = dl.DataModule(TASKS[task], split=(0.75, 0.25), seed=0, image_size=32, channels=1)
     cells = data.datasets["train"]

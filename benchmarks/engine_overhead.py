@@ -53,12 +53,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-import torch
-from torch import nn
-
 import defectlab as dl
-from defectlab.cli.output import format_table
+import torch
+from defectlab import format_table
 from defectlab.runs.run import write_resolved_config
+from torch import nn
 
 
 class PreloadedData:

@@ -30,14 +30,21 @@ import time
 import tracemalloc
 from typing import Any
 
-import numpy as np
-
 import defectlab as dl
-from defectlab import DefectDataset
-from defectlab.cli.output import format_table
-from defectlab_plugins.color_signatures import (SignatureSettings, compute_signature, dataset_clusters,
-                                                image_signatures, signature_of)
-from defectlab_plugins.signature_distances import EMD, earth_movers_distance, ground_distances
+import numpy as np
+from defectlab import DefectDataset, format_table
+from defectlab_plugins.color_signatures import (
+    SignatureSettings,
+    compute_signature,
+    dataset_clusters,
+    image_signatures,
+    signature_of,
+)
+from defectlab_plugins.signature_distances import (
+    EMD,
+    earth_movers_distance,
+    ground_distances,
+)
 
 REFERENCE_K = 5
 SEEDS = (0, 1, 2)  # k-means has near-equal optima: EMDs are compared as means over these seeds

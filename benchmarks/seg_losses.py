@@ -16,10 +16,9 @@ import argparse
 import statistics
 import time
 
+import defectlab as dl
 import torch
 from segmentation_models_pytorch.losses import FocalLoss, TverskyLoss
-
-import defectlab as dl
 
 
 def smp_focal_tversky(theta: float = 0.5, lambda_: float = 0.25, gamma: float = 2.0, alpha: float = 0.3):

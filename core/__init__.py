@@ -2,12 +2,36 @@
 
 Every method is a plugin component of a kind (distance, imbalance, backbone, ssl, loss,
 evaluator, dataset), found through the ``defectlab`` entry-point group and built by name.
+This module is the public API: every name in ``__all__`` is documented in docs/api.md, and
+nothing else is. The names whose modules import torch are imported on first use.
 """
 
-from importlib import metadata as _metadata
+from importlib import import_module as _import_module
 
-from defectlab.plugin_system.components import create, describe, get_component, list_components, plugins
-from defectlab.data.datasets import IMAGE_SUFFIXES, Box, DefectDataset, Sample, UnreadableImageError, open_dataset, read_image
+from defectlab.data.datasets import (
+    IMAGE_SUFFIXES,
+    Box,
+    DefectDataset,
+    Sample,
+    UnreadableImageError,
+    image_files,
+    open_dataset,
+    read_image,
+)
+from defectlab.data.splits import (
+    SPLIT_NAMES,
+    canonical_split,
+    label_fraction_subset,
+    stratified_split,
+)
+from defectlab.data.subsets import balancing_plan, source_subset, write_subset_csv
+from defectlab.plugin_system.components import (
+    create,
+    describe,
+    get_component,
+    list_components,
+    plugins,
+)
 from defectlab.plugin_system.errors import (
     ConfigError,
     DataError,
@@ -16,70 +40,87 @@ from defectlab.plugin_system.errors import (
     PluginError,
     TrainingError,
     UnknownComponentError,
+    WriteError,
     did_you_mean,
 )
+from defectlab.plugin_system.files import atomic_write
 from defectlab.plugin_system.hookspecs import hookimpl
-from defectlab.workflows.tune_oii import OIITuning, tune_oii
-from defectlab.workflows.screen import ScreeningResult, discrepancy_score, screen, select_source
-from defectlab.data.splits import label_fraction_subset, stratified_split
-from defectlab.data.subsets import balancing_plan, source_subset, write_subset_csv
+from defectlab.plugin_system.naming import first_few, natural_key
+from defectlab.plugin_system.parameters import Range
+from defectlab.plugin_system.plotting import pyplot, save_figure
+from defectlab.plugin_system.protocols import (
+    Backbone,
+    DistanceMetric,
+    Evaluator,
+    ImbalanceMetric,
+    Loss,
+    SSLObjective,
+)
+from defectlab.plugin_system.version import VERSION as __version__
 from defectlab.runs.run import Run
-from defectlab.data.tiling import augment_pair, tile, untile
-from defectlab.training.transfer import freeze_backbone, init_backbone_from
-from defectlab.training.weights import WeightReport, load_matching, read_state_dict
+from defectlab.runs.tables import format_table
+from defectlab.training.weights import (
+    WeightReport,
+    downloading_weights,
+    hub_offline,
+    load_matching,
+    read_state_dict,
+    resolve_weights,
+)
+from defectlab.workflows.report import compare_runs
+from defectlab.workflows.screen import (
+    ScreeningResult,
+    discrepancy_score,
+    screen,
+    select_source,
+)
+from defectlab.workflows.tune_oii import OIITuning, tune_oii
 
-_LAZY = {  # names whose modules import torch
-    "DataModule": "defectlab.data.data_module", "ImageTransform": "defectlab.data.transforms",
-    "Trainer": "defectlab.training.loop", "TrainSettings": "defectlab.training.settings", "train": "defectlab.workflows.train",
-    "evaluate_run": "defectlab.workflows.predict", "load_trained": "defectlab.workflows.predict", "predict": "defectlab.workflows.predict",
+_LAZY = {  # public names whose modules import torch or click
+    "DataModule": "defectlab.data.data_module",
+    "ImageTransform": "defectlab.data.transforms",
+    "tile": "defectlab.data.tiling",
+    "untile": "defectlab.data.tiling",
+    "Trainer": "defectlab.training.loop",
+    "TrainSettings": "defectlab.training.settings",
+    "freeze_backbone": "defectlab.training.transfer",
+    "init_backbone_from": "defectlab.training.transfer",
+    "train": "defectlab.workflows.train",
+    "evaluate_run": "defectlab.workflows.evaluate",
+    "load_trained": "defectlab.workflows.predict",
+    "predict": "defectlab.workflows.predict",
+    "cli_group": "defectlab.cli.main",
 }
 
-try:
-    __version__ = _metadata.version("defectlab")
-except _metadata.PackageNotFoundError:  # running from a source tree that is not installed
-    __version__ = "0+unknown"
-
 __all__ = [
-    "IMAGE_SUFFIXES",
-    "Box",
-    "DefectDataset",
-    "Sample",
-    "UnreadableImageError",
-    "ScreeningResult",
-    "balancing_plan",
-    "discrepancy_score",
-    "get_component",
-    "screen",
-    "select_source",
-    "source_subset",
-    "write_subset_csv",
-    "open_dataset",
-    "read_image",
-    "ConfigError",
-    "DataError",
-    "DefectlabError",
-    "ParameterError",
-    "PluginError",
-    "UnknownComponentError",
     "__version__",
-    "augment_pair", "tile", "untile",
-    "create",
-    "describe",
-    "did_you_mean",
-    "hookimpl",
-    "list_components",
-    "plugins",
-    "DataModule", "ImageTransform", "label_fraction_subset", "stratified_split",
-    "Run", "TrainSettings", "Trainer", "TrainingError", "WeightReport", "evaluate_run", "freeze_backbone",
-    "init_backbone_from", "load_matching", "load_trained", "predict", "read_state_dict", "train",
-    "OIITuning", "tune_oii",
+    # finding and building components (DESIGN.md)
+    "hookimpl", "list_components", "describe", "create", "get_component", "plugins", "cli_group",
+    # what a plugin author declares against
+    "Range", "Backbone", "DistanceMetric", "Evaluator", "ImbalanceMetric", "Loss", "SSLObjective",
+    "DefectDataset", "Sample", "Box", "IMAGE_SUFFIXES", "SPLIT_NAMES",
+    # errors
+    "DefectlabError", "ConfigError", "DataError", "ParameterError", "PluginError", "TrainingError",
+    "UnknownComponentError", "UnreadableImageError", "WriteError", "did_you_mean",
+    # helpers a plugin shares with the core
+    "atomic_write", "pyplot", "save_figure", "format_table", "first_few", "natural_key",
+    "image_files", "read_image", "open_dataset", "canonical_split",
+    "WeightReport", "read_state_dict", "load_matching", "resolve_weights", "downloading_weights", "hub_offline",
+    # data
+    "DataModule", "ImageTransform", "stratified_split", "label_fraction_subset", "tile", "untile",
+    # screening
+    "screen", "ScreeningResult", "discrepancy_score", "select_source", "source_subset", "balancing_plan",
+    "write_subset_csv",
+    # training and using runs
+    "train", "Trainer", "TrainSettings", "Run", "freeze_backbone", "init_backbone_from",
+    "evaluate_run", "load_trained", "predict", "compare_runs", "tune_oii", "OIITuning",
 ]
 
 
 def __getattr__(name: str) -> object:
     """The names whose modules import torch, imported on first use so ``import defectlab`` stays light."""
     if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name]), name)
+        if name == "cli_group":
+            return _import_module(_LAZY[name]).cli
+        return getattr(_import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'defectlab' has no attribute {name!r}")

@@ -19,8 +19,7 @@ import time
 from pathlib import Path
 
 import defectlab as dl
-from defectlab.cli.output import format_records
-from defectlab.runs.report import write_comparison
+from defectlab import format_table
 
 LOSSES = ("bce", "wbce", "focal", "dice", "tversky", "focal_tversky", "combo", "exp_log", "hybrid_focal",
           "dibe_dis", "dibe_reg", "dibe")
@@ -79,9 +78,9 @@ def main() -> None:
                      "best epoch": (run.status.get("best") or {}).get("epoch"),
                      "seconds": f"{time.perf_counter() - started:.1f}"})
         print(f"{name}: test IoU {run.scores['iou']:.4f}, OII {run.scores['oii']:.4f}", flush=True)
-    report = write_comparison(runs, args.out, title="segmentation losses on synthetic cracks (U-Net)")
+    report = dl.compare_runs(runs, args.out, title="segmentation losses on synthetic cracks (U-Net)").report
     print()
-    print(format_records(["loss", "iou", "pa", "recall", "dice", "oii", "best epoch", "seconds"], rows))
+    print(format_table(["loss", "iou", "pa", "recall", "dice", "oii", "best epoch", "seconds"], rows))
     best = max(rows, key=lambda r: r["iou"])
     print(f"\nhighest test IoU: {best['loss']} ({best['iou']:.4f}); report: {report}")
 

@@ -8,8 +8,8 @@ import json
 from pathlib import Path
 
 import pytest
-
 from defectlab_plugins.class_imbalance import gini_coefficient
+
 from tests.test_datasets import write_image, write_mask, write_text
 
 

@@ -5,12 +5,11 @@ from __future__ import annotations
 import json
 import math
 
+import defectlab as dl
 import pytest
 import torch
 import torch.nn.functional as F
-
-import defectlab as dl
-from defectlab_plugins.resnet_variants import GeM, DropBlock2D, SpatialSelfAttention
+from defectlab_plugins.resnet_variants import DropBlock2D, GeM, SpatialSelfAttention
 
 EARLY = ("conv1", "bn1", "layer1", "layer2")
 

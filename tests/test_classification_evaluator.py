@@ -6,14 +6,17 @@ from __future__ import annotations
 import csv
 import json
 
+import defectlab as dl
 import numpy as np
 import pytest
 import torch
-from sklearn.metrics import average_precision_score, balanced_accuracy_score, f1_score
-
-import defectlab as dl
 from defectlab_plugins.classification_scores import f1_confidence_curves
-from defectlab_plugins.embedding_projection import knn_accuracy, projection_settings, subsample
+from defectlab_plugins.embedding_projection import (
+    knn_accuracy,
+    projection_settings,
+    subsample,
+)
+from sklearn.metrics import average_precision_score, balanced_accuracy_score, f1_score
 
 PNG = b"\x89PNG\r\n\x1a\n"
 

@@ -7,11 +7,10 @@ import json
 import subprocess
 import sys
 
+import defectlab as dl
 import numpy as np
 import pytest
 import torch
-
-import defectlab as dl
 from defectlab_plugins.classification_loss_functions import inverse_frequency_weights
 
 IGNORE = -100
@@ -270,7 +269,10 @@ def test_bad_parameters_say_what_is_allowed(name, params, message):
 
 
 def test_built_directly_the_constructor_checks_its_choices():
-    from defectlab_plugins.classification_loss_functions import CrossEntropy, MulticlassFocal
+    from defectlab_plugins.classification_loss_functions import (
+        CrossEntropy,
+        MulticlassFocal,
+    )
 
     with pytest.raises(dl.ParameterError, match="class_weights must be one of 'none', 'inverse_frequency' or a list"):
         CrossEntropy(class_weights="balanced")

@@ -7,9 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 import defectlab as dl
+import pytest
 
 BIN = Path(sys.executable).with_name("defectlab")
 

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
-import pytest
-
 import defectlab as dl
-from defectlab.plugin_system.config import Section, apply_overrides, load_config, parse_override, validate
+import pytest
+from defectlab.plugin_system.config import (
+    Section,
+    apply_overrides,
+    load_config,
+    parse_override,
+    validate,
+)
+
 from tests.test_registry import ToyLoss, plugin_of
 
 

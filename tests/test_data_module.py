@@ -5,15 +5,14 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
+import defectlab as dl
 import numpy as np
 import pytest
 import torch
-from PIL import Image
-
-import defectlab as dl
 from defectlab import DataError, DataModule, DefectDataset, Sample
-from defectlab.plugin_system.config import check_settings
 from defectlab.data.data_module import EpochSampler, collate
+from defectlab.plugin_system.config import check_settings
+from PIL import Image
 
 
 class ArrayDataset(DefectDataset):

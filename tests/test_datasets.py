@@ -5,13 +5,12 @@ from __future__ import annotations
 from dataclasses import astuple
 from pathlib import Path
 
+import defectlab as dl
 import numpy as np
 import pytest
-from PIL import Image
-
-import defectlab as dl
 from defectlab import DataError, DefectlabError, open_dataset
 from defectlab_plugins import datasets as formats
+from PIL import Image
 
 RNG = np.random.default_rng(7)
 

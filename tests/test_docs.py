@@ -12,9 +12,8 @@ import click
 import click.testing
 import pluggy
 import pytest
-
-from defectlab.plugin_system import hookspecs
 from defectlab.cli.main import cli
+from defectlab.plugin_system import hookspecs
 from defectlab.plugin_system.kinds import KINDS
 from defectlab.plugin_system.loading import PluginLoader
 

@@ -7,15 +7,24 @@ import math
 import subprocess
 import sys
 
+import defectlab as dl
 import numpy as np
 import pytest
-from scipy.stats import wasserstein_distance
-
-import defectlab as dl
 from defectlab import DefectDataset, Sample
 from defectlab_plugins import color_signatures
-from defectlab_plugins.color_signatures import Signature, cache_path, dataset_clusters, elbow_point
-from defectlab_plugins.signature_distances import EMD, Sinkhorn, earth_movers_distance, ground_distances
+from defectlab_plugins.color_signatures import (
+    Signature,
+    cache_path,
+    dataset_clusters,
+    elbow_point,
+)
+from defectlab_plugins.signature_distances import (
+    EMD,
+    Sinkhorn,
+    earth_movers_distance,
+    ground_distances,
+)
+from scipy.stats import wasserstein_distance
 
 # Well-separated colours; the first four stay clear of 0 and 1 under shifts of up to 0.15.
 COLOURS = np.array([[0.25, 0.30, 0.60], [0.60, 0.25, 0.30], [0.30, 0.60, 0.25], [0.55, 0.55, 0.55],

@@ -5,14 +5,14 @@ from __future__ import annotations
 import json
 import math
 
+import defectlab as dl
 import pytest
 import torch
-
-import defectlab as dl
 from defectlab import ConfigError, DataError, TrainingError
 from defectlab.training.checkpoints import load_checkpoint
 from defectlab.training.loop import make_schedule
 from defectlab.training.settings import TrainSettings
+
 from tests.tiny_models import TinyModels, write_two_class_folder
 
 

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import json
 
+import defectlab as dl
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-
-import defectlab as dl
 
 # Seed 003, Table 1: TP, FP, FN -> OII (three decimals as printed).
 TABLE_1 = [

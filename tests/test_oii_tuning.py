@@ -7,9 +7,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pytest
-
 import defectlab as dl
+import pytest
 from defectlab import ConfigError, DataError, ParameterError
 from defectlab.workflows.tune_oii import next_bracket, tune_oii
 

@@ -10,9 +10,8 @@ import tomllib
 import zipfile
 from pathlib import Path
 
-import pytest
-
 import defectlab
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())

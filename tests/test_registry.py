@@ -7,9 +7,8 @@ import sys
 from types import SimpleNamespace
 from typing import Literal
 
-import pytest
-
 import defectlab as dl
+import pytest
 from defectlab import hookimpl
 from defectlab.plugin_system.loading import PluginLoader
 from defectlab.plugin_system.registry import registered_name, snake_case
@@ -233,7 +232,6 @@ def test_name_colon_value_sets_the_first_parameter(defectlab_plugin):
 
 def test_a_removed_plugin_takes_its_commands_off_the_cli(defectlab_plugin, run_cli):
     import click
-
     from defectlab.cli.main import cli
     from defectlab.plugin_system.loading import get_loader
 

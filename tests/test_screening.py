@@ -6,12 +6,11 @@ import csv
 import json
 from types import SimpleNamespace
 
-import pytest
-
 import defectlab as dl
+import pytest
 from defectlab import Box, DefectDataset, Sample, hookimpl
-from defectlab.workflows.screen import FLAG_NO_SHARED, FLAG_ZERO_IMBALANCE, SourceScore
 from defectlab.data.subsets import class_totals
+from defectlab.workflows.screen import FLAG_NO_SHARED, FLAG_ZERO_IMBALANCE, SourceScore
 
 
 class ToyDataset(DefectDataset):

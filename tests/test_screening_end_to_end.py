@@ -5,11 +5,10 @@ from __future__ import annotations
 import csv
 import json
 
+import defectlab as dl
 import numpy as np
 import pytest
 from PIL import Image
-
-import defectlab as dl
 
 
 def textured_folder(root, classes: dict[str, int], rgb: tuple[int, int, int], seed: int):

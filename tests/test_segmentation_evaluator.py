@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import math
 
+import defectlab as dl
 import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-import defectlab as dl
 
 # A 4x4 defect mask and predicted probabilities, counted by hand (threshold 0.5, p > t is defect):
 #   target          pred               outcome

@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import inspect
 
+import defectlab as dl
 import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-import defectlab as dl
 
 NAMES = ["bce", "wbce", "focal", "dice", "tversky", "focal_tversky", "combo", "exp_log", "hybrid_focal",
          "dibe_dis", "dibe_reg", "dibe"]

@@ -7,13 +7,12 @@ import json
 import re
 from pathlib import Path
 
+import defectlab as dl
 import numpy as np
 import pytest
 import torch
-from PIL import Image
-
-import defectlab as dl
 from defectlab_plugins.segmentation_plots import OUTCOME_COLOURS, outcome_overlay
+from PIL import Image
 
 # 120 images of 32x32 (84 train, 18 val, 18 test), cracks of 20 pixels (1:50) darkened by 30 %:
 # small enough to train in seconds on two CPU cores, visible enough to be learnt in a few epochs.

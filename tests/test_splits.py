@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from collections import Counter
 
-import pytest
-
 import defectlab as dl
+import pytest
 from defectlab import DataError, ParameterError
 from defectlab.data.splits import read_split_csv, write_split_csv
 

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import defectlab as dl
 import numpy as np
 import pytest
 from scipy.ndimage import binary_dilation
-
-import defectlab as dl
 
 
 def cracks(**params) -> dl.DefectDataset:

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
+import defectlab as dl
 import numpy as np
 import pytest
-
-import defectlab as dl
 
 
 def test_1344_cell_gives_nine_448_tiles_and_stitches_back():
@@ -45,31 +44,3 @@ def test_tiles_that_do_not_fit_are_errors():
         dl.tile(np.zeros((64, 64)), 32, overlap=32)
     with pytest.raises(dl.DataError, match="in no tile"):
         dl.untile(np.zeros((1, 8, 8)), [(0, 0)], (8, 16))
-
-
-def test_augment_pair_keeps_the_mask_on_the_image():
-    rng = np.random.default_rng(2)
-    mask = (rng.random((20, 30)) < 0.2).astype(np.uint8)
-    image = mask * np.uint8(255)
-    shapes, changed = set(), 0
-    for _ in range(32):
-        geometric_image, geometric_mask = dl.augment_pair(image, mask, rng, brightness=0.0, contrast=0.0)
-        assert np.array_equal(geometric_image, geometric_mask * 255)  # geometry alone: still equal
-        shapes.add(geometric_mask.shape)
-        photometric_image, photometric_mask = dl.augment_pair(image, mask, rng)
-        assert photometric_image.dtype == np.uint8 and photometric_mask.dtype == np.uint8
-        assert np.array_equal(photometric_image > 127, photometric_mask.astype(bool))
-        assert set(np.unique(photometric_mask).tolist()) <= {0, 1}  # only the image changes intensity
-        changed += not np.array_equal(photometric_image, photometric_mask * 255)
-    assert shapes == {(20, 30), (30, 20)} and changed > 25
-    assert np.array_equal(image, mask * 255)  # inputs untouched
-
-
-def test_augment_pair_rotations_and_flips_are_the_dihedral_group():
-    square = np.arange(16).reshape(4, 4)
-    rng = np.random.default_rng(3)
-    seen = {dl.augment_pair(square, square, rng, 0.0, 0.0)[1].tobytes() for _ in range(200)}
-    assert len(seen) == 8  # 4 rotations x mirrored or not
-    colour = np.random.default_rng(4).random((6, 4, 3))
-    out, mask = dl.augment_pair(colour, np.zeros((6, 4), dtype=np.uint8), rng)
-    assert out.shape[2] == 3 and out.shape[:2] == mask.shape and out.flags.c_contiguous

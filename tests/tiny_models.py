@@ -6,10 +6,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from defectlab import hookimpl
 from PIL import Image
 from torch import nn
-
-from defectlab import hookimpl
 
 
 class TinyNet(nn.Module):

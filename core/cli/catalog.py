@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import click
-
-from defectlab.cli.output import echo_json, format_table
+from defectlab.cli.output import echo_json
 from defectlab.plugin_system.kinds import KINDS
+from defectlab.runs.tables import format_table
 
 
 @click.command("plugins")

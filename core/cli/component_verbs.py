@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import click
-
-from defectlab.cli.output import echo_json, format_number
+from defectlab.cli.output import echo_json
+from defectlab.runs.tables import format_number
 
 SET_HELP = "Set a component parameter, KEY=VALUE (repeatable)."
 
@@ -98,9 +98,9 @@ def distance_command(name: str, data: tuple[str, ...], settings: tuple[str, ...]
     cached on disk) and the two summaries are compared. Example:
     `defectlab distance emd --data elpv:mono --data elpv:poly --set k=5`.
     """
-    from defectlab.plugin_system.components import create
-    from defectlab.cli.output import format_table
     from defectlab.data.datasets import open_dataset
+    from defectlab.plugin_system.components import create
+    from defectlab.runs.tables import format_table
 
     if len(data) != 2:
         raise click.UsageError(f"pass exactly two datasets, --data A --data B (got {len(data)})")

@@ -17,7 +17,13 @@ def validate_command(config: str, overrides: tuple[str, ...]) -> None:
     A config with data/model/train/stages sections is checked as a training config (every
     stage), one with target/sources as a screening config, anything else as component specs.
     """
-    from defectlab.plugin_system.config import ConfigError, apply_overrides, load_config, load_toml, validate
+    from defectlab.plugin_system.config import (
+        ConfigError,
+        apply_overrides,
+        load_config,
+        load_toml,
+        validate,
+    )
 
     values = apply_overrides(load_toml(config), list(overrides))
     if any(key in values for key in TRAINING_SECTIONS):
@@ -25,7 +31,7 @@ def validate_command(config: str, overrides: tuple[str, ...]) -> None:
 
         check_config(values, config)
     elif any(key in values for key in SCREENING_SECTIONS):
-        from defectlab.cli.screen_command import screen_schema
+        from defectlab.workflows.screen import screen_schema
 
         problems = validate(values, screen_schema())
         if problems:

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import click
-
-from defectlab.cli.output import format_records
+from defectlab.runs.tables import format_table
 from defectlab.workflows.demo import DEFAULT_EPOCHS, DEFAULT_IMAGE_SIZE
 
 
@@ -21,7 +20,7 @@ def demo_command(out: str, epochs: int, image_size: int) -> None:
     from defectlab.workflows.demo import run_demo
 
     result = run_demo(out, epochs=epochs, image_size=image_size, say=click.echo)
-    click.echo(format_records(result["columns"], result["rows"]))
+    click.echo(format_table(result["columns"], result["rows"]))
     click.echo(f"\nreport: {result['report']}")
 
 

@@ -2,47 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import click
-
 from defectlab.cli.output import echo_json
-from defectlab.data.subsets import Balance
-
-
-def screen_settings(epsilon: float = 1e-6, top: int = 3, all_pairs: bool = False, balance: Balance = "none",
-                    seed: int = 0) -> None:
-    """Settings of a screening.
-
-    Args:
-        epsilon: added to the shared-class count in the score's denominator.
-        top: the chosen source is the largest among this many lowest scores.
-        all_pairs: also score every dataset against every other (heatmap).
-        balance: re-balancing plan written into the subset CSV: none, uniform or target.
-        seed: seed of the balancing plan.
-    """
-
-
-def screen_schema() -> dict[str, Any]:
-    from defectlab.plugin_system.config import Section
-
-    return {
-        "target": Section(kind="dataset", required=True),
-        "sources": Section(kind="dataset", many=True, required=True),
-        "distance": Section(kind="distance"),
-        "imbalance": Section(kind="imbalance"),
-        "screen": Section(settings=screen_settings),
-    }
+from defectlab.workflows.screen import default_of, screen
 
 
 @click.command("screen")
 @click.argument("config", required=False, type=click.Path(dir_okay=False))
 @click.option("--target", help="Target DATASET: a path, NAME or NAME:VALUE (e.g. elpv:mono).")
 @click.option("--source", "sources", multiple=True, help="A candidate source DATASET (repeatable).")
-@click.option("--distance", help="Distance component (default emd).")
-@click.option("--imbalance", help="Input-scope imbalance component (default gini).")
-@click.option("--epsilon", type=float, help="Epsilon of the score's denominator (default 1e-6).")
-@click.option("--top", type=int, help="Choose the largest source among this many lowest scores (default 3).")
+@click.option("--distance", help=f"Distance component (default {default_of(screen, 'distance')}).")
+@click.option("--imbalance", help=f"Input-scope imbalance component (default {default_of(screen, 'imbalance')}).")
+@click.option("--epsilon", type=float, help=f"Epsilon of the score's denominator (default {default_of(screen, 'epsilon')}).")
+@click.option("--top", type=int,
+              help=f"Choose the largest source among this many lowest scores (default {default_of(screen, 'top')}).")
 @click.option("--all-pairs", is_flag=True, default=None, help="Score every dataset against every other.")
 @click.option("--balance", type=click.Choice(["none", "uniform", "target"]), help="Balancing plan in the subset CSV.")
 @click.option("--set", "overrides", multiple=True, help="Override any config key, e.g. --set distance.k=5.")
@@ -57,10 +30,8 @@ def screen_command(config: str | None, target: str | None, sources: tuple[str, .
     `top` lowest the source with most samples is chosen. Writes screen.json, the chosen
     source's subset as subset.csv and, with --all-pairs, pairs.png.
     """
-    from defectlab.plugin_system.config import apply_overrides, load_toml, set_value, validate
-    from defectlab.plugin_system.errors import ConfigError
-    from defectlab.runs.run import new_run_dir, write_resolved_config
-    from defectlab.workflows.screen import screen
+    from defectlab.plugin_system.config import apply_overrides, load_toml, set_value
+    from defectlab.workflows.screen import run_screen
 
     settings = load_toml(config) if config else {}
     command_line = {"target": target, "distance.name": distance, "imbalance.name": imbalance,
@@ -72,20 +43,7 @@ def screen_command(config: str | None, target: str | None, sources: tuple[str, .
         if value is not None:
             set_value(settings, key.split("."), value)
     settings = apply_overrides(settings, list(overrides))
-    for kind, default in (("distance", "emd"), ("imbalance", "gini")):
-        spec = settings.setdefault(kind, {"name": default})
-        if isinstance(spec, dict):
-            spec.setdefault("name", default)
-    problems = validate(settings, screen_schema())
-    if problems:
-        raise ConfigError(problems, source=config or "command line")
-    options = settings.get("screen", {})
-    result = screen(settings["target"], settings["sources"], distance=settings["distance"],
-                    imbalance=settings["imbalance"], epsilon=options.get("epsilon", 1e-6),
-                    top=options.get("top", 3), all_pairs=options.get("all_pairs", False))
-    folder = new_run_dir("screen", out)
-    write_resolved_config(folder, settings, options.get("seed", 0))
-    written = result.save(folder, balance=options.get("balance", "none"), seed=options.get("seed", 0))
+    result, _, written = run_screen(settings, out, source=config or "command line")
     if as_json:
         echo_json(result.to_dict())
         return

@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import click
-
-from defectlab.cli.output import echo_json, format_records, format_table
+from defectlab.cli.output import echo_json
+from defectlab.runs.tables import format_table
 
 
 @click.command("train")
@@ -47,7 +47,7 @@ def _print_scores(run: Any) -> None:
 
     runs = run.stages or [run]
     rows, columns = comparison_rows(runs)
-    click.echo(format_records(columns, rows))
+    click.echo(format_table(columns, rows))
     click.echo(f"report: {run.folder / 'report.html'}")
 
 
@@ -60,14 +60,14 @@ def _print_scores(run: Any) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
 def evaluate_command(run: str, dataset: str | None, split: str, which: str, out: str | None, as_json: bool) -> None:
     """Score a trained RUN with its evaluators; save metrics.json, plots and misclassified.csv."""
-    from defectlab.workflows.predict import evaluate_run
+    from defectlab.workflows.evaluate import evaluate_run
 
     results = evaluate_run(run, dataset, split=split, which=which, out=out)
     if as_json:
         echo_json(results)
         return
     scores = results["scores"]
-    click.echo(format_records(["metric", "value"], [{"metric": k, "value": v} for k, v in scores.items()]))
+    click.echo(format_table(["metric", "value"], [{"metric": k, "value": v} for k, v in scores.items()]))
     for name, details in results["details"].items():
         matrix = details.get("confusion_matrix") if isinstance(details, dict) else None
         if matrix:
@@ -101,21 +101,17 @@ def predict_command(run: str, images: tuple[str, ...], out: str, which: str, bat
 @click.option("--out", type=click.Path(file_okay=False), help="Folder of the comparison (default runs/report-<time>).")
 def report_command(runs: tuple[str, ...], out: str | None) -> None:
     """Compare RUNS side by side (a table and overlaid curves), or rewrite one run's report.html."""
-    from pathlib import Path
-
-    from defectlab.runs.report import comparison_rows, write_comparison, write_run_report
-    from defectlab.runs.run import Run, new_run_dir
+    from defectlab.runs.report import write_run_report
+    from defectlab.runs.run import Run
+    from defectlab.workflows.report import compare_runs
 
     loaded = [Run(r) for r in runs]
-    expanded = [stage for run in loaded for stage in (run.stages or [run])]
-    if len(expanded) == 1 and out is None:
-        click.echo(f"report: {write_run_report(Path(expanded[0].folder))}")
+    if out is None and sum(len(run.stages or [run]) for run in loaded) == 1:
+        click.echo(f"report: {write_run_report((loaded[0].stages or [loaded[0]])[0].folder)}")
         return
-    folder = new_run_dir("report", out)
-    path = write_comparison(expanded, folder, title="comparison of " + ", ".join(r.name for r in expanded))
-    rows, columns = comparison_rows(expanded)
-    click.echo(format_records(columns, rows))
-    click.echo(f"report: {path}")
+    comparison = compare_runs(loaded, out)
+    click.echo(comparison.table())
+    click.echo(f"report: {comparison.report}")
 
 
 COMMANDS = [train_command, evaluate_command, predict_command, report_command]

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import click
-
-from defectlab.cli.output import echo_json, format_records
+from defectlab.cli.output import echo_json
+from defectlab.runs.tables import format_table
 
 
 def number_pair(ctx: click.Context, param: click.Parameter, value: str) -> tuple[float, float]:
@@ -59,7 +59,7 @@ def tune_oii_command(config: str, interval: tuple[float, float], alpha_range: tu
     rows = result.rows()
     columns = ["trial", "alpha", *(["beta"] if any(r["beta"] is not None for r in rows) else []),
                "iou", "pa", "recall", "oii", "in interval", "next"]
-    click.echo(format_records(columns, rows))
+    click.echo(format_table(columns, rows))
     for line in result.summary():
         click.echo(line)
     click.echo(f"results: {result.folder}/tune.json, {result.folder}/tune.png, {result.folder}/report.html")

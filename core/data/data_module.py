@@ -19,10 +19,7 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
-
 from defectlab.data.datasets import DefectDataset, UnreadableImageError, open_dataset
-from defectlab.plugin_system.errors import DataError, ParameterError, did_you_mean
 from defectlab.data.splits import (
     SPLIT_NAMES,
     checked_fractions,
@@ -32,15 +29,13 @@ from defectlab.data.splits import (
     write_split_csv,
 )
 from defectlab.data.transforms import ImageTransform
+from defectlab.plugin_system.errors import DataError, ParameterError, did_you_mean
+from defectlab.plugin_system.naming import first_few
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 log = logging.getLogger("defectlab.data")
-EXAMPLES_SHOWN = 5
 SEED_STRIDE = 1000003  # epoch generators are seeded with seed * SEED_STRIDE + epoch
 MEGABYTE = 2**20
-
-
-def _examples(items: list[str]) -> str:
-    return ", ".join(items[:EXAMPLES_SHOWN]) + (", ..." if len(items) > EXAMPLES_SHOWN else "")
 
 
 class EpochSampler(Sampler[int]):
@@ -141,7 +136,7 @@ class SplitImages(Dataset):
         values = np.unique(mask)
         bad = values[(values < 0) | (values >= len(classes))].tolist()
         if bad:
-            raise DataError(f"mask '{sample.mask_path or sample.key}' has values {bad[:EXAMPLES_SHOWN]} outside the "
+            raise DataError(f"mask '{sample.mask_path or sample.key}' has values [{first_few(bad)}] outside the "
                             f"{len(classes)} classes ({', '.join(classes)} = 0..{len(classes) - 1})")
         return mask
 
@@ -285,7 +280,7 @@ class DataModule:
             missing = [sample.key for sample in data.samples if sample.label is None]
             if missing:
                 raise DataError(f"classification needs a class label per image, but {len(missing)} image(s) of "
-                                f"{data!r} have none (e.g. {_examples(missing)})")
+                                f"{data!r} have none (e.g. {first_few(missing)})")
         elif type(data).load_mask is DefectDataset.load_mask and not any(s.mask_path for s in data.samples):
             raise DataError(f"segmentation needs a mask per image, but {data!r} has no masks")
 
@@ -386,8 +381,8 @@ def _stored_assignment(main: DefectDataset, path: str, explicit: dict[str, Defec
     missing, extra = [k for k in keys if k not in stored], sorted(set(stored) - set(keys))
     if missing or extra:
         raise DataError(f"splits file '{path}' does not match {main!r}: {len(missing)} sample(s) are not in it"
-                        f"{f' (e.g. {_examples(missing)})' if missing else ''} and {len(extra)} key(s) are not in "
-                        f"the data{f' (e.g. {_examples(extra)})' if extra else ''}; delete the file to split "
+                        f"{f' (e.g. {first_few(missing)})' if missing else ''} and {len(extra)} key(s) are not in "
+                        f"the data{f' (e.g. {first_few(extra)})' if extra else ''}; delete the file to split "
                         f"again, or fix the data")
     clash = sorted({stored[k] for k in keys} & set(explicit))
     if clash:

@@ -16,11 +16,31 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from defectlab.plugin_system.errors import DataError, DefectlabError, UnknownComponentError
+from defectlab.plugin_system.errors import (
+    DataError,
+    DefectlabError,
+    UnknownComponentError,
+)
+from defectlab.plugin_system.naming import natural_key
 
 log = logging.getLogger("defectlab.data.datasets")
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+
+
+def is_image_name(name: str) -> bool:
+    """Whether a file name has an image suffix and is not hidden."""
+    return not name.startswith(".") and os.path.splitext(name)[1].lower() in IMAGE_SUFFIXES
+
+
+def image_files(folder: str | os.PathLike[str]) -> list[Path]:
+    """Image files at any depth below ``folder`` (hidden files and folders skipped), in natural order."""
+    folder = Path(folder)
+    found = []
+    for directory, subdirs, files in os.walk(folder, followlinks=True):
+        subdirs[:] = [d for d in subdirs if not d.startswith(".")]
+        found.extend(Path(directory, name) for name in files if is_image_name(name))
+    return sorted(found, key=lambda p: natural_key(p.relative_to(folder).as_posix()))
 
 
 class UnreadableImageError(DataError):

@@ -16,10 +16,17 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from defectlab.plugin_system.errors import DataError, ParameterError
+from defectlab.plugin_system.files import atomic_write
 
 SPLIT_NAMES = ("train", "val", "test")
+SPLIT_ALIASES = {**{name: name for name in SPLIT_NAMES}, "valid": "val", "validation": "val"}
 TOLERANCE = 1e-6
 _SPLIT_STREAM, _FRACTION_STREAM = 0, 1  # separate random streams for splitting and subsetting
+
+
+def canonical_split(name: str) -> str | None:
+    """'train', 'val' or 'test' for a split's name as data sets spell it (``valid/``, ``Validation``), else None."""
+    return SPLIT_ALIASES.get(name.strip().lower())
 
 
 def _strata(indices: Iterable[int], labels: Sequence[int | None]) -> dict[int | None, list[int]]:
@@ -146,13 +153,10 @@ def write_split_csv(path: str | os.PathLike[str], rows: Iterable[tuple[str, str,
     The file is written under a temporary name and renamed, so it is never half-written.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(path.name + ".tmp")
-    with open(temporary, "w", newline="", encoding="utf-8") as handle:
+    with atomic_write(path) as temporary, open(temporary, "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         writer.writerow(["key", "split", "label"])
         writer.writerows((key, split, label or "") for key, split, label in rows)
-    os.replace(temporary, path)
     return path
 
 

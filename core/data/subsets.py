@@ -17,6 +17,7 @@ from typing import Literal
 
 from defectlab.data.datasets import DefectDataset
 from defectlab.plugin_system.errors import DataError
+from defectlab.plugin_system.files import atomic_write
 
 Balance = Literal["none", "uniform", "target"]
 
@@ -93,10 +94,8 @@ def balancing_plan(rows: Sequence[SubsetRow], balance: Balance, target_counts: d
 def write_subset_csv(rows: Sequence[SubsetRow], path: str | os.PathLike[str]) -> Path:
     """Write the subset as a CSV index; images inside the CSV's folder get relative paths."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     with_repeat = any(r.repeat != 1 for r in rows)
-    temporary = path.with_name(path.name + ".tmp")
-    with temporary.open("w", newline="") as handle:
+    with atomic_write(path) as temporary, temporary.open("w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["path", "label", "split", "boxes", "key"] + (["repeat"] if with_repeat else []))
         for row in rows:
@@ -104,7 +103,6 @@ def write_subset_csv(rows: Sequence[SubsetRow], path: str | os.PathLike[str]) ->
                                                          for n, *b in row.boxes)
             writer.writerow([_relative(row.path, path.parent), row.label or "", row.split or "", boxes, row.key]
                             + ([row.repeat] if with_repeat else []))
-    temporary.replace(path)
     return path
 
 

@@ -1,5 +1,4 @@
-"""Cutting large images and their masks into tiles, stitching tile predictions back, and
-augmenting an image and its mask together.
+"""Cutting large images and their masks into tiles and stitching tile predictions back.
 
 Cracks a few pixels wide vanish when a 1344x1344 cell image is resized to a network's input,
 so SPEC 003 trains and predicts on crops (1344x1344 -> nine 448x448 tiles). The spatial axes
@@ -95,41 +94,3 @@ def untile(tiles: Any, offsets: list[tuple[int, int]], shape: tuple[int, int]) -
     if not covered.all():
         raise DataError(f"{int((covered == 0).sum())} pixels of the {height}x{width} array are in no tile")
     return total / covered.reshape(covered.shape + (1,) * (total.ndim - 2))
-
-
-def augment_pair(image: np.ndarray, mask: np.ndarray, rng: np.random.Generator,
-                 brightness: float = 0.1, contrast: float = 0.2) -> tuple[np.ndarray, np.ndarray]:
-    """Randomly flip and rotate an image and its mask together; change brightness/contrast of the image only.
-
-    Geometry (horizontal flip, vertical flip, each with probability 1/2, then a rotation by a
-    random multiple of 90 degrees) is applied to both, so defect pixels stay on the mask. The
-    image then becomes ``mean + (image - mean) * c + b`` with c drawn from
-    [1 - contrast, 1 + contrast] and b from [-brightness, brightness] of the full range (255
-    for uint8), clipped to the range and kept in the image's dtype. Returns new contiguous arrays.
-
-    Args:
-        image: (H, W) or (H, W, C) image, uint8 or float in [0, 1].
-        mask: (H, W) mask of class indices.
-        rng: numpy random Generator, e.g. ``numpy.random.default_rng(seed)``.
-        brightness: Largest brightness shift, as a fraction of the full range.
-        contrast: Largest relative change of contrast.
-    """
-    import numpy as np
-
-    image, mask = np.asarray(image), np.asarray(mask)
-    if image.shape[:2] != mask.shape[:2]:
-        raise DataError(f"image {image.shape[:2]} and mask {mask.shape[:2]} differ in size")
-    if rng.random() < 0.5:
-        image, mask = image[:, ::-1], mask[:, ::-1]
-    if rng.random() < 0.5:
-        image, mask = image[::-1], mask[::-1]
-    turns = int(rng.integers(4))
-    image, mask = np.rot90(image, turns, axes=(0, 1)), np.rot90(mask, turns, axes=(0, 1))
-    factor = 1.0 + rng.uniform(-contrast, contrast)
-    full = float(np.iinfo(image.dtype).max) if image.dtype.kind in "ui" else 1.0
-    shift = rng.uniform(-brightness, brightness) * full
-    if factor != 1.0 or shift != 0.0:
-        values = image.astype(np.float64)
-        values = np.clip(values.mean() + (values - values.mean()) * factor + shift, 0.0, full)
-        image = values.round().astype(image.dtype) if image.dtype.kind in "ui" else values.astype(image.dtype)
-    return np.ascontiguousarray(image), np.ascontiguousarray(mask)

@@ -14,9 +14,8 @@ from typing import Literal
 
 import numpy as np
 import torch
-from PIL import Image
-
 from defectlab.plugin_system.errors import DataError, ParameterError, did_you_mean
+from PIL import Image
 
 AUGMENTATIONS = ("flip", "rotate", "contrast", "brightness", "noise")
 CONTRAST = 0.2  # factor drawn from [1 - CONTRAST, 1 + CONTRAST], about the image mean

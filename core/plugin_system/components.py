@@ -67,7 +67,7 @@ def create(kind: str, name_or_spec: str | Mapping[str, Any], **params: Any) -> A
 
 def plugins() -> list[PluginRecord]:
     """Every plugin seen: name, version, kinds and components provided, load error if any."""
-    from defectlab.cli.main import cli
+    from defectlab.plugin_system.commands import cli
 
     cli.add_plugin_commands()  # so a failing register_commands hook is recorded too
     return sorted(get_loader().registry.plugins.values(), key=lambda r: r.name)

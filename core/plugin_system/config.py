@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import copy
 import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from defectlab.plugin_system.errors import ConfigError, DefectlabError, did_you_mean
 from defectlab.plugin_system.kinds import KINDS
-from defectlab.plugin_system.parameters import coerce, parameters_of
+from defectlab.plugin_system.parameters import Parameter, coerce, parameters_of
 
 
 @dataclass(frozen=True)
@@ -28,7 +28,7 @@ class Section:
 
     kind: str | None = None
     many: bool = False
-    settings: Callable[..., Any] | None = None
+    settings: Callable[..., Any] | Sequence[Parameter] | None = None
     value_type: Any = None
     required: bool = False
 
@@ -135,18 +135,26 @@ def validate(config: Mapping[str, Any], schema: Schema = DEFAULT_SCHEMA) -> list
     return problems
 
 
-def check_settings(values: Any, function: Callable[..., Any], where: str) -> list[str]:
-    """Problems of a settings table checked against ``function``'s keyword parameters."""
+def keyword_settings(*functions: Callable[..., Any]) -> list[Parameter]:
+    """The keyword-only parameters of ``functions``: the settings a workflow declares in its signatures."""
+    import inspect
+
+    return [p for function in functions for p in parameters_of(function)
+            if inspect.signature(function).parameters[p.name].kind is inspect.Parameter.KEYWORD_ONLY]
+
+
+def check_settings(values: Any, settings: Callable[..., Any] | Sequence[Parameter], where: str) -> list[str]:
+    """Problems of a settings table checked against a function's parameters (or the parameters given)."""
     if not isinstance(values, Mapping):
         return [f"{where}: expected a table of settings, got {values!r}"]
-    known = {p.name: p for p in parameters_of(function)}
+    known = {p.name: p for p in (parameters_of(settings) if callable(settings) else settings)}
     problems = []
     for key, value in values.items():
         if key not in known:
             problems.append(f"{where}.{key}: unknown setting{did_you_mean(key, known)}")
             continue
         try:
-            coerce(value, known[key].annotation, f"{where}.{key}")
+            known[key].coerce(value, f"{where}.{key}")
         except DefectlabError as exc:
             problems.append(str(exc))
     return problems

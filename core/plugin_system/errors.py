@@ -37,6 +37,10 @@ class PluginError(DefectlabError):
     """A plugin that is broken or conflicts with another one."""
 
 
+class WriteError(DefectlabError):
+    """A file that could not be written (read-only folder, permission denied, full disk): the environment, not a bug."""
+
+
 class TrainingError(DefectlabError):
     """A training that stopped before its end (non-finite loss, interruption); the run can be resumed."""
 

@@ -12,7 +12,6 @@ from importlib import metadata
 from typing import Any
 
 import pluggy
-
 from defectlab.plugin_system import hookspecs
 from defectlab.plugin_system.errors import did_you_mean
 from defectlab.plugin_system.kinds import KINDS, Kind

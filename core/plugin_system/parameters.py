@@ -1,7 +1,8 @@
 """A component's parameters, read from its constructor's signature and docstring.
 
 The signature is the single source of truth: ``show`` prints it, configs are validated against
-it, and command-line strings are coerced to its annotated types.
+it, and command-line strings are coerced to its annotated types. Bounds are declared there too,
+``epochs: Annotated[int, Range(1)] = 10``, and checked with everything else.
 """
 
 from __future__ import annotations
@@ -23,13 +24,48 @@ _NONE = {"none", "null"}
 
 
 @dataclass(frozen=True)
+class Range:
+    """Bounds of a numeric parameter, declared in its annotation: ``Annotated[float, Range(0, 1, high_open=True)]``.
+
+    A None bound is unbounded on that side; ``low_open``/``high_open`` exclude the bound itself.
+    """
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+
+    def __str__(self) -> str:
+        if self.high is None:
+            return f"{'>' if self.low_open else '>='} {self.low:g}" if self.low is not None else "any"
+        if self.low is None:
+            return f"{'<' if self.high_open else '<='} {self.high:g}"
+        return f"in {'(' if self.low_open else '['}{self.low:g}, {self.high:g}{')' if self.high_open else ']'}"
+
+    def contains(self, value: float) -> bool:
+        """Whether ``value`` lies within the bounds (NaN never does)."""
+        if value != value:
+            return False
+        above = self.low is None or (value > self.low if self.low_open else value >= self.low)
+        below = self.high is None or (value < self.high if self.high_open else value <= self.high)
+        return above and below
+
+    def check(self, value: Any, where: str) -> None:
+        """ParameterError naming ``where`` unless every number in ``value`` lies within the bounds."""
+        for number in value if isinstance(value, (list, tuple)) else [value]:
+            if isinstance(number, (int, float)) and not isinstance(number, bool) and not self.contains(number):
+                raise ParameterError(f"{where}: must be {self}, got {number!r}")
+
+
+@dataclass(frozen=True)
 class Parameter:
-    """One constructor parameter: name, annotated type, default (``REQUIRED`` if none), doc."""
+    """One constructor parameter: name, annotated type, default (``REQUIRED`` if none), doc, bounds."""
 
     name: str
     annotation: Any
     default: Any
     doc: str
+    bounds: Range | None = None
 
     @property
     def required(self) -> bool:
@@ -37,7 +73,11 @@ class Parameter:
 
     @property
     def type_name(self) -> str:
-        return type_name(self.annotation)
+        return type_name(self.annotation) + (f" {self.bounds}" if self.bounds else "")
+
+    def coerce(self, value: Any, where: str) -> Any:
+        """``value`` converted to the declared type and checked against the bounds (see :func:`coerce`)."""
+        return coerce(value, self.annotation, where, self.bounds)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -128,7 +168,7 @@ def parameters_of(obj: Any) -> tuple[Parameter, ...]:
     except (TypeError, ValueError):
         return ()
     try:
-        hints = typing.get_type_hints(target)
+        hints = typing.get_type_hints(target, include_extras=True)
     except Exception:  # unresolvable forward references: fall back to raw annotations
         hints = {}
     docs = _docstring_params(inspect.getdoc(obj))
@@ -138,8 +178,17 @@ def parameters_of(obj: Any) -> tuple[Parameter, ...]:
     for p in signature.parameters.values():
         if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
             continue
-        params.append(Parameter(p.name, hints.get(p.name, p.annotation), p.default, docs.get(p.name, "")))
+        annotation, bounds = split_bounds(hints.get(p.name, p.annotation))
+        params.append(Parameter(p.name, annotation, p.default, docs.get(p.name, ""), bounds))
     return tuple(params)
+
+
+def split_bounds(annotation: Any) -> tuple[Any, Range | None]:
+    """``Annotated[int, Range(1)]`` -> (int, Range(1)); any other annotation -> (it, None)."""
+    if typing.get_origin(annotation) is typing.Annotated:
+        base, *extras = typing.get_args(annotation)
+        return base, next((e for e in extras if isinstance(e, Range)), None)
+    return annotation, None
 
 
 def accepts_any_keyword(obj: Any) -> bool:
@@ -151,15 +200,19 @@ def accepts_any_keyword(obj: Any) -> bool:
     return any(p.kind is p.VAR_KEYWORD for p in signature.parameters.values())
 
 
-def coerce(value: Any, annotation: Any, where: str) -> Any:
-    """Check ``value`` against ``annotation``; strings from the command line are converted.
+def coerce(value: Any, annotation: Any, where: str, bounds: Range | None = None) -> Any:
+    """Check ``value`` against ``annotation`` (and ``bounds``); strings from the command line are converted.
 
     Raises ParameterError naming ``where`` (e.g. ``loss.alpha``) when the value does not fit.
     """
+    annotation, declared = split_bounds(annotation)
     try:
-        return _coerce(value, annotation)
+        converted = _coerce(value, annotation)
     except (TypeError, ValueError) as exc:
         raise ParameterError(f"{where}: expected {type_name(annotation)}, got {value!r}") from exc
+    if bounds or declared:
+        (bounds or declared).check(converted, where)
+    return converted
 
 
 def _coerce(value: Any, annotation: Any) -> Any:

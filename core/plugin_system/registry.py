@@ -7,9 +7,22 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from defectlab.plugin_system.errors import DefectlabError, ParameterError, PluginError, UnknownComponentError, did_you_mean
+from defectlab.plugin_system.errors import (
+    DefectlabError,
+    ParameterError,
+    PluginError,
+    UnknownComponentError,
+    did_you_mean,
+)
 from defectlab.plugin_system.kinds import IMBALANCE_SCOPES, KINDS
-from defectlab.plugin_system.parameters import Parameter, accepts_any_keyword, coerce, description_of, parameters_of, summary_of
+from defectlab.plugin_system.naming import natural_key
+from defectlab.plugin_system.parameters import (
+    Parameter,
+    accepts_any_keyword,
+    description_of,
+    parameters_of,
+    summary_of,
+)
 
 
 def snake_case(name: str) -> str:
@@ -25,11 +38,6 @@ def registered_name(obj: Any) -> str:
     if isinstance(name, str) and name:
         return name
     return snake_case(getattr(obj, "__name__", type(obj).__name__))
-
-
-def natural_key(text: str) -> list[Any]:
-    """Sort key that orders ``resnet18`` before ``resnet101``."""
-    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", text)]
 
 
 @dataclass(frozen=True)
@@ -79,7 +87,7 @@ class Component:
                 problems.append(f"{where}.{key}: unknown parameter{hint}")
                 continue
             try:
-                values[key] = coerce(value, known[key].annotation, f"{where}.{key}")
+                values[key] = known[key].coerce(value, f"{where}.{key}")
             except ParameterError as exc:
                 problems.append(str(exc))
         for p in self.parameters:

@@ -9,6 +9,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from dataclasses import dataclass
+
+from defectlab.plugin_system.files import write_json, write_text
+from defectlab.runs.tables import format_table
+
 #: Scores shown first in comparison tables when a run has them.
 HEADLINE = ("accuracy", "balanced_accuracy", "macro_f1", "map", "f1_best", "iou", "pa", "recall", "dice", "oii")
 
@@ -35,10 +40,9 @@ def _panels(names: list[str]) -> dict[str, list[str]]:
 
 def plot_curves(runs: dict[str, Sequence[dict[str, Any]]], path: Path, title: str = "") -> Path | None:
     """One panel per metric with a line per run (and per split); None when there is nothing to draw."""
-    import matplotlib
+    from defectlab.plugin_system.plotting import pyplot, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     names = curve_names([r for records in runs.values() for r in records])
     if not names:
@@ -63,9 +67,7 @@ def plot_curves(runs: dict[str, Sequence[dict[str, Any]]], path: Path, title: st
         axis.set_visible(False)
     if title:
         figure.suptitle(title, fontsize=11)
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
-    return path
+    return save_figure(figure, path)
 
 
 def _table(rows: list[dict[str, Any]], columns: list[str]) -> str:
@@ -122,7 +124,7 @@ def write_run_report(folder: Path) -> Path:
         parts.append(f"<h2>data</h2><pre>{html.escape(json.dumps(status['data'], indent=1))}</pre>")
     parts.append(f"<h2>config</h2><pre>{html.escape(json.dumps(run.config, indent=1, default=str))}</pre>")
     path = folder / "report.html"
-    path.write_text(PAGE.format(title=html.escape(f"defectlab run {run.name}"), body="\n".join(parts)))
+    write_text(path, PAGE.format(title=html.escape(f"defectlab run {run.name}"), body="\n".join(parts)))
     return path
 
 
@@ -139,8 +141,21 @@ def comparison_rows(runs: Sequence[Any]) -> tuple[list[dict[str, Any]], list[str
     return rows, ["run", "status", "epochs", "best epoch", *ordered]
 
 
-def write_comparison(runs: Sequence[Any], folder: Path, title: str = "comparison") -> Path:
-    """report.html and curves.png comparing ``runs`` side by side (table of final scores, overlaid curves)."""
+@dataclass(frozen=True)
+class Comparison:
+    """Runs side by side: one row per run, the columns worth showing, and the report written."""
+
+    rows: list[dict[str, Any]]
+    columns: list[str]
+    report: Path
+
+    def table(self) -> str:
+        """The rows as an aligned text table."""
+        return format_table(self.columns, self.rows)
+
+
+def write_comparison(runs: Sequence[Any], folder: Path, title: str = "comparison") -> Comparison:
+    """report.html, curves.png and comparison.json comparing ``runs`` side by side (final scores, overlaid curves)."""
     folder.mkdir(parents=True, exist_ok=True)
     rows, columns = comparison_rows(runs)
     curves = plot_curves({run.name: run.metrics for run in runs}, folder / "curves.png", title=title)
@@ -149,7 +164,7 @@ def write_comparison(runs: Sequence[Any], folder: Path, title: str = "comparison
         body.append(f'<img src="{curves.name}">')
     body += [f'<p><a href="{Path(run.folder.resolve() / "report.html").as_uri()}">{html.escape(run.name)}</a></p>'
              for run in runs]
-    (folder / "comparison.json").write_text(json.dumps({"columns": columns, "rows": rows}, indent=2, default=str))
+    write_json(folder / "comparison.json", {"columns": columns, "rows": rows})
     path = folder / "report.html"
-    path.write_text(PAGE.format(title=html.escape(title), body="\n".join(body)))
-    return path
+    write_text(path, PAGE.format(title=html.escape(title), body="\n".join(body)))
+    return Comparison(rows, columns, path)

@@ -8,6 +8,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from defectlab.plugin_system.files import write_json
+from defectlab.plugin_system.version import VERSION
+
 
 def new_run_dir(workflow: str, out: str | Path | None = None, root: str | Path = "runs") -> Path:
     """``out`` if given, else ``runs/<workflow>-<YYYYmmdd-HHMMSS>`` (suffixed if it already exists)."""
@@ -26,24 +29,18 @@ def new_run_dir(workflow: str, out: str | Path | None = None, root: str | Path =
 
 def environment_versions() -> dict[str, Any]:
     """Python, defectlab and plugin versions, recorded beside every resolved config."""
-    from defectlab import __version__
     from defectlab.plugin_system.components import plugins
 
     return {
         "python": platform.python_version(),
-        "defectlab": __version__,
+        "defectlab": VERSION,
         "plugins": {p.name: p.version for p in plugins()},
     }
 
 
 def write_resolved_config(folder: Path, config: dict[str, Any], seed: int | None = None) -> Path:
     """Save the fully resolved config with versions and seed as ``config.json`` (atomically)."""
-    path = folder / "config.json"
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text(json.dumps({"config": config, "seed": seed, "versions": environment_versions()},
-                                    indent=2, default=str))
-    temporary.replace(path)
-    return path
+    return write_json(folder / "config.json", {"config": config, "seed": seed, "versions": environment_versions()})
 
 
 class Run:

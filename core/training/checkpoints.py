@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 from defectlab.plugin_system.errors import DataError
+from defectlab.plugin_system.files import atomic_write
 
 #: Version of the checkpoint layout; a newer one is refused with a clear message.
 FORMAT = 1
@@ -16,9 +16,8 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> Path:
     """``torch.save`` ``state`` (plus the format version) to ``path`` atomically."""
     import torch
 
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save({"format": FORMAT, **state}, temporary)
-    os.replace(temporary, path)
+    with atomic_write(path) as temporary:
+        torch.save({"format": FORMAT, **state}, temporary)
     return path
 
 
@@ -37,3 +36,17 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     if state.get("format", 0) > FORMAT:
         raise DataError(f"'{path}' was written by a newer defectlab (checkpoint format {state['format']}); upgrade")
     return state
+
+
+def checkpoint_path(run_or_file: str | Path, which: str = "best") -> Path:
+    """The checkpoint a run directory or file names: the file itself, or the run's ``which``.pt
+    (for 'best', last.pt when there is no best.pt yet)."""
+    path = Path(run_or_file).expanduser()
+    if path.is_file():
+        return path
+    if not path.is_dir():
+        raise DataError(f"'{path}' is neither a run directory nor a checkpoint file")
+    for name in [f"{which}.pt"] + ["last.pt"] * (which == "best"):
+        if (path / name).is_file():
+            return path / name
+    raise DataError(f"run '{path}' has no {which}.pt; it has not finished an epoch (see its run.json)")

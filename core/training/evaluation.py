@@ -7,16 +7,15 @@ Evaluators follow docs/training.md: ``update(pred, target, **wanted)``, ``comput
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
-
 from defectlab.plugin_system.errors import DataError
+from defectlab.plugin_system.files import write_json
+from torch import nn
 
 SkipNote = Callable[[str, dict[str, Any]], None]
 
@@ -84,5 +83,5 @@ def write_evaluation(model: nn.Module, loss: nn.Module | None, data: Any, split:
             files.update({label: str(path) for label, path in evaluator.write(folder).items()})
     results = {"split": split, "samples": len(data.splits[split]), "scores": scores, "details": details,
                "files": files}
-    (folder / "metrics.json").write_text(json.dumps(results, indent=2, default=str))
+    write_json(folder / "metrics.json", results)
     return results

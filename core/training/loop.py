@@ -23,14 +23,18 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
-
+from defectlab.plugin_system.errors import DataError, DefectlabError, TrainingError
+from defectlab.plugin_system.files import write_json, write_text
 from defectlab.training import distributed
 from defectlab.training.checkpoints import load_checkpoint, save_checkpoint
-from defectlab.plugin_system.errors import DataError, DefectlabError, TrainingError
 from defectlab.training.evaluation import evaluate_split, write_evaluation
 from defectlab.training.settings import TrainSettings
-from defectlab.training.transfer import freeze_backbone, frozen_norms_to_eval, init_backbone_from
+from defectlab.training.transfer import (
+    freeze_backbone,
+    frozen_norms_to_eval,
+    init_backbone_from,
+)
+from torch import nn
 
 log = logging.getLogger("defectlab.training.loop")
 
@@ -88,13 +92,6 @@ def make_schedule(optimizer: torch.optim.Optimizer, settings: TrainSettings) -> 
 def unwrap(model: nn.Module) -> nn.Module:
     """The model inside a DistributedDataParallel wrapper."""
     return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
-
-
-def write_json(path: Path, data: Any) -> None:
-    """Write JSON atomically."""
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(json.dumps(data, indent=2, default=str))
-    temporary.replace(path)
 
 
 class Trainer:
@@ -178,7 +175,7 @@ class Trainer:
             if resume:
                 self._restore()
             elif self.world.is_main:
-                (self.folder / "metrics.jsonl").write_text("")
+                write_text(self.folder / "metrics.jsonl", "")
             self._status("running")
             self._loop()
             self._finish()
@@ -356,7 +353,7 @@ class Trainer:
         path = self.folder / "metrics.jsonl"
         lines = path.read_text().splitlines() if path.is_file() else []
         kept = [line for line in lines if line.strip() and json.loads(line)["epoch"] <= epoch]
-        path.write_text("".join(line + "\n" for line in kept))
+        write_text(path, "".join(line + "\n" for line in kept))
 
     def _epoch_line(self, record: dict[str, Any]) -> str:
         shown = {k: v for k, v in record.items() if k in ("train/loss", "val/loss", self.best["monitor"])}

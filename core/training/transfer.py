@@ -11,10 +11,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from defectlab.plugin_system.errors import DataError
+from defectlab.training.checkpoints import checkpoint_path
 from defectlab.training.weights import WeightReport, load_matching, read_state_dict
 
 if TYPE_CHECKING:
-    from torch import Tensor, nn
+    from torch import nn
 
 
 def head_prefixes(model: nn.Module) -> tuple[str, ...]:
@@ -31,26 +32,13 @@ def is_backbone(model: nn.Module, name: str) -> bool:
     return not name.startswith(head_prefixes(model))
 
 
-def checkpoint_file(run_or_file: str | Path) -> Path:
-    """The weights file a RUN_OR_CHECKPOINT names: the file itself, or a run's best.pt (else last.pt)."""
-    path = Path(run_or_file).expanduser()
-    if path.is_dir():
-        for name in ("best.pt", "last.pt"):
-            if (path / name).is_file():
-                return path / name
-        raise DataError(f"'{path}' is a folder without best.pt or last.pt; give a run directory or a weights file")
-    if not path.is_file():
-        raise DataError(f"--init-from '{path}': no such run directory or weights file")
-    return path
-
-
 def init_backbone_from(model: nn.Module, run_or_file: str | Path) -> WeightReport:
     """Load the backbone tensors of another run or weights file into ``model``; the head stays as it is.
 
     Tensors of the source's head (or any other non-backbone entry) are never loaded, even when
     their shapes would fit: the report lists them as unused.
     """
-    file = checkpoint_file(run_or_file)
+    file = checkpoint_path(run_or_file)
     state = read_state_dict(file)
     backbone = {k: v for k, v in state.items() if is_backbone(model, k)}
     if not backbone:

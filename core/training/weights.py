@@ -9,7 +9,9 @@ input size still gives what fits; a file of which nothing fits is an error.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import os
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -25,6 +27,11 @@ NESTED_STATE_KEYS = ("model", "state_dict", "model_state_dict", "model_state", "
 WRAPPER_PREFIXES = ("module.", "_orig_mod.")
 #: Buffers that count steps rather than hold learnt values: matching only these is matching nothing.
 BOOKKEEPING_BUFFERS = ("num_batches_tracked",)
+#: The values of HF_HUB_OFFLINE that huggingface_hub reads as true.
+OFFLINE_VALUES = {"1", "true", "yes", "on"}
+LOCAL_FILE_ADVICE = ("download them once where the network is available, save the model's state dict "
+                     "(torch.save(model.state_dict(), 'weights.pt')) and pass weights='weights.pt' "
+                     "(a local .pt/.pth/.safetensors file)")
 
 
 @dataclass
@@ -128,3 +135,47 @@ def load_matching(model: nn.Module, state: Mapping[str, Tensor], source: str, pr
     report.loaded = list(matched)
     report.missing = [name for name in own if name not in matched and name not in report.skipped]
     return report
+
+
+def hub_offline() -> bool:
+    """Whether HF_HUB_OFFLINE forbids downloads."""
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in OFFLINE_VALUES
+
+
+def resolve_weights(weights: str | os.PathLike[str] | None, named: Mapping[str, Any], what: str
+                    ) -> tuple[Path | None, Any]:
+    """(local file, named source) for a backbone's ``weights`` value; at most one is set.
+
+    ``named`` maps the source names ``what`` knows (e.g. 'imagenet') to what its builder needs.
+    A named source means a download, so it is refused at once while HF_HUB_OFFLINE is set; an
+    existing file wins over a source of the same name; anything else is a DataError listing the
+    sources.
+    """
+    if weights is None:
+        return None, None
+    path = Path(weights).expanduser()
+    if path.is_file():
+        return path, None
+    if str(weights) in named:
+        if hub_offline():
+            raise DataError(f"weights='{weights}' for {what} needs a download, but HF_HUB_OFFLINE is set; "
+                            f"{LOCAL_FILE_ADVICE}")
+        return None, named[str(weights)]
+    if path.exists():
+        raise DataError(f"weights '{weights}' is a folder; give the state-dict file")
+    sources = ", ".join(repr(n) for n in named) or "none"
+    raise DataError(f"weights '{weights}' is not a file, nor a named source of {what} (sources: {sources})")
+
+
+@contextmanager
+def downloading_weights(weights: str, what: str) -> Iterator[None]:
+    """Around the download of named weights: any failure (network, hub, cache) becomes one DataError
+    that says how to use a local file instead."""
+    try:
+        yield
+    except DataError:
+        raise
+    except Exception as exc:  # every download failure means the same to the user
+        cause = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DataError(f"could not download weights='{weights}' for {what} ({type(exc).__name__}: {cause}); "
+                        f"{LOCAL_FILE_ADVICE}") from exc

@@ -33,7 +33,7 @@ def demo_config(epochs: int, image_size: int) -> dict[str, Any]:
 def run_demo(out: str | Path, epochs: int = DEFAULT_EPOCHS, image_size: int = DEFAULT_IMAGE_SIZE,
              say: Callable[[str], None] = print) -> dict[str, Any]:
     """Screen, transfer, train from scratch and compare; returns the paths and the comparison rows."""
-    from defectlab.runs.report import comparison_rows, write_comparison
+    from defectlab.runs.report import write_comparison
     from defectlab.workflows.screen import screen
     from defectlab.workflows.train import train
 
@@ -53,8 +53,9 @@ def run_demo(out: str | Path, epochs: int = DEFAULT_EPOCHS, image_size: int = DE
     scratch = train(target, out=out / "scratch")
     say("\n4/4 comparison on the same target test split")
     runs = [transfer.stages[-1], scratch]
-    report = write_comparison(runs, out / "comparison", title=f"{TARGET}: transfer from {SOURCE} vs from scratch")
-    rows, columns = comparison_rows(runs)
-    for row, name in zip(rows, ("transfer", "scratch")):
+    comparison = write_comparison(runs, out / "comparison",
+                                  title=f"{TARGET}: transfer from {SOURCE} vs from scratch")
+    for row, name in zip(comparison.rows, ("transfer", "scratch")):
         row["run"] = name
-    return {"report": report, "rows": rows, "columns": columns, "screening": screening}
+    return {"report": comparison.report, "rows": comparison.rows, "columns": comparison.columns,
+            "screening": screening}

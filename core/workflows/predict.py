@@ -1,4 +1,4 @@
-"""Using a trained run: rebuild its model from a checkpoint, evaluate it on any dataset, predict image files."""
+"""Using a trained run: rebuild its model from a checkpoint and predict image files."""
 
 from __future__ import annotations
 
@@ -8,9 +8,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from defectlab.training.checkpoints import load_checkpoint
-from defectlab.data.datasets import IMAGE_SUFFIXES, UnreadableImageError, read_image
+from defectlab.data.datasets import (
+    IMAGE_SUFFIXES,
+    UnreadableImageError,
+    image_files,
+    read_image,
+)
 from defectlab.plugin_system.errors import DataError
+from defectlab.training.checkpoints import checkpoint_path, load_checkpoint
 
 
 @dataclass
@@ -24,24 +29,11 @@ class TrainedModel:
     checkpoint: Path
 
 
-def checkpoint_of(run_or_file: str | Path, which: str = "best") -> Path:
-    """A run's best.pt/last.pt, or the checkpoint file itself."""
-    path = Path(run_or_file)
-    if path.is_file():
-        return path
-    if not path.is_dir():
-        raise DataError(f"'{path}' is neither a run directory nor a checkpoint file")
-    for name in ([f"{which}.pt"] + ["last.pt"] * (which == "best")):
-        if (path / name).is_file():
-            return path / name
-    raise DataError(f"run '{path}' has no {which}.pt; it has not finished an epoch (see its run.json)")
-
-
 def load_trained(run_or_file: str | Path, which: str = "best") -> TrainedModel:
     """The model of a run (or checkpoint) with its trained weights, in eval mode."""
     from defectlab.plugin_system.components import create
 
-    file = checkpoint_of(run_or_file, which)
+    file = checkpoint_path(run_or_file, which)
     state = load_checkpoint(file)
     if "model_spec" not in state:
         raise DataError(f"'{file}' has no model description; it was not written by `defectlab train`")
@@ -51,13 +43,13 @@ def load_trained(run_or_file: str | Path, which: str = "best") -> TrainedModel:
     return TrainedModel(model, state["task"], state["classes"], state["transform"], file)
 
 
-def image_files(inputs: Sequence[str | Path]) -> list[Path]:
+def image_inputs(inputs: Sequence[str | Path]) -> list[Path]:
     """The image files named by ``inputs``: files as given, folders searched recursively."""
     found: list[Path] = []
     for item in inputs:
         path = Path(item)
         if path.is_dir():
-            found += sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+            found += image_files(path)
         elif path.is_file():
             found.append(path)
         else:
@@ -82,7 +74,6 @@ def predict(run_or_file: str | Path, inputs: Sequence[str | Path], out: str | Pa
     """
     import numpy as np
     import torch
-
     from defectlab.data.transforms import ImageTransform
 
     trained = load_trained(run_or_file, which)
@@ -94,7 +85,7 @@ def predict(run_or_file: str | Path, inputs: Sequence[str | Path], out: str | Pa
     header = (["path", "defect_pixels", "defect_fraction", "mask"] if segment else
               ["path", "predicted", "confidence", *[f"p_{c}" for c in trained.classes]]) + ["error"]
     rows: list[dict[str, Any]] = []
-    for group in _batches(image_files(inputs), batch_size):
+    for group in _batches(image_inputs(inputs), batch_size):
         images, sizes, kept = [], [], []
         for path in group:
             try:
@@ -144,44 +135,3 @@ def _save_png(array: Any, path: Path) -> None:
     from PIL import Image
 
     Image.fromarray(array.astype("uint8")).save(path)
-
-
-def evaluate_run(run: str | Path, dataset: Any = None, split: str = "test", which: str = "best",
-                 out: str | Path | None = None) -> dict[str, Any]:
-    """Score a run's model with its loss and evaluators on a whole ``dataset``, or on ``split`` of its own data.
-
-    Writes metrics.json and each evaluator's plots and tables (misclassified.csv, ...) to
-    ``out`` (default ``RUN/evaluate-<time>``) and returns them with ``folder`` added.
-    """
-    import torch
-
-    from defectlab.plugin_system.components import create
-    from defectlab.data.data_module import DataModule
-    from defectlab.training.evaluation import write_evaluation
-    from defectlab.runs.run import Run, new_run_dir
-
-    folder = Path(run)
-    if not folder.is_dir():
-        raise DataError(f"'{folder}' is not a run directory; evaluate needs the folder `defectlab train` wrote")
-    config = Run(folder).config
-    trained = load_trained(folder, which)
-    settings = {**config["data"], **trained.transform}
-    if dataset is None:
-        settings["splits_csv"] = str(folder / "splits.csv")
-    else:
-        settings.update(dataset=dataset, test=dataset, cache=False)
-        split = "test"
-    data = DataModule(**settings)
-    if split not in data.splits:
-        raise DataError(f"the run's data has no '{split}' split (it has {', '.join(data.splits)}); use --split")
-    if list(data.classes) != trained.classes:
-        raise DataError(f"the data's classes {data.classes} differ from the run's {trained.classes}; evaluate on "
-                        f"data with the same classes in the same order")
-    loss = create("loss", config["loss"])
-    evaluators = [create("evaluator", spec) for spec in config["evaluators"]]
-    for component in (loss, *evaluators):
-        if hasattr(component, "setup"):
-            component.setup(classes=list(data.classes), class_counts=data.class_counts("train"))
-    target = new_run_dir("evaluate", out, root=folder)
-    results = write_evaluation(trained.model, loss, data, split, evaluators, torch.device("cpu"), target)
-    return {**results, "folder": str(target)}

@@ -7,15 +7,23 @@ the score is reported, and the cases where the score misleads are flagged.
 
 from __future__ import annotations
 
+import copy
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from defectlab.data.datasets import DefectDataset, open_dataset
+from defectlab.data.subsets import (
+    Balance,
+    balancing_plan,
+    source_subset,
+    write_subset_csv,
+)
 from defectlab.plugin_system.errors import DataError
-from defectlab.data.subsets import Balance, balancing_plan, source_subset, write_subset_csv
+from defectlab.plugin_system.files import write_text
+from defectlab.plugin_system.parameters import Range
 
 FLAG_NO_SHARED = "no shared class: not selectable"
 FLAG_ZERO_IMBALANCE = "imbalance is 0: the score is 0 whatever the distance"
@@ -84,7 +92,7 @@ class ScreeningResult:
 
     def table(self) -> str:
         """A text table, one row per source in rank order, the chosen one marked with '*'."""
-        from defectlab.cli.output import format_table
+        from defectlab.runs.tables import format_table
 
         def number(value: float | None) -> str:
             return "-" if value is None else f"{value:.4f}"
@@ -105,12 +113,17 @@ class ScreeningResult:
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2)
 
-    def save(self, folder: str | Path, balance: Balance = "none", seed: int = 0) -> dict[str, Path]:
-        """Write screen.json, the chosen source's subset as a CSV index, and the all-pairs heatmap."""
+    def save(self, folder: str | Path, *, balance: Balance = "none", seed: int = 0) -> dict[str, Path]:
+        """Write screen.json, the chosen source's subset as a CSV index, and the all-pairs heatmap.
+
+        Args:
+            balance: re-balancing plan written into the subset CSV: none, uniform or target.
+            seed: seed of the balancing plan.
+        """
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         written = {"json": folder / "screen.json"}
-        written["json"].write_text(self.to_json())
+        write_text(written["json"], self.to_json())
         if self.best is not None:
             target = self.datasets[self.target]
             rows = source_subset(self.datasets[self.best.source], target.classes)
@@ -132,12 +145,17 @@ def _build(kind: str, spec: str | Mapping[str, Any]) -> tuple[str, Any]:
 
 
 def screen(target: Any, sources: Sequence[Any], distance: str | Mapping[str, Any] = "emd",
-           imbalance: str | Mapping[str, Any] = "gini", epsilon: float = 1e-6, top: int = 3,
-           all_pairs: bool = False) -> ScreeningResult:
+           imbalance: str | Mapping[str, Any] = "gini", *, epsilon: Annotated[float, Range(0)] = 1e-6,
+           top: Annotated[int, Range(1)] = 3, all_pairs: bool = False) -> ScreeningResult:
     """Score every source against ``target`` and choose one by the paper's rule.
 
     ``target`` and ``sources`` are datasets or DATASET specs (paths, ``elpv:mono``, dicts);
     ``distance`` and ``imbalance`` are component names or specs of those kinds.
+
+    Args:
+        epsilon: added to the shared-class count in the score's denominator.
+        top: the chosen source is the largest among this many lowest scores.
+        all_pairs: also score every dataset against every other (heatmap).
     """
     if not sources:
         raise DataError("no source dataset given; pass at least one --source")
@@ -194,3 +212,51 @@ def _label(spec: Any) -> str:
         params = ", ".join(f"{k}={v}" for k, v in spec.items() if k != "name")
         return f"{spec.get('name')}({params})"
     return str(spec)
+
+
+def screen_schema() -> dict[str, Any]:
+    """What a screening config holds; ``[screen]`` takes the keyword settings of :func:`screen` and of saving."""
+    from defectlab.plugin_system.config import Section, keyword_settings
+
+    return {
+        "target": Section(kind="dataset", required=True),
+        "sources": Section(kind="dataset", many=True, required=True),
+        "distance": Section(kind="distance"),
+        "imbalance": Section(kind="imbalance"),
+        "screen": Section(settings=keyword_settings(screen, ScreeningResult.save)),
+    }
+
+
+def default_of(function: Any, name: str) -> Any:
+    """The default of ``function``'s parameter ``name``: where the CLI's help and a config's gaps read it."""
+    import inspect
+
+    return inspect.signature(function).parameters[name].default
+
+
+def run_screen(settings: Mapping[str, Any], out: str | Path | None = None, source: str = "config"
+               ) -> tuple[ScreeningResult, Path, dict[str, Path]]:
+    """A whole screening from a config's values: validate, screen, write the run folder.
+
+    Missing distance/imbalance names take :func:`screen`'s defaults; every problem is reported
+    at once as a ConfigError naming ``source``.
+    """
+    from defectlab.plugin_system.config import validate
+    from defectlab.plugin_system.errors import ConfigError
+    from defectlab.runs.run import new_run_dir, write_resolved_config
+
+    settings = copy.deepcopy(dict(settings))
+    for kind in ("distance", "imbalance"):
+        spec = settings.setdefault(kind, {"name": default_of(screen, kind)})
+        if isinstance(spec, dict):
+            spec.setdefault("name", default_of(screen, kind))
+    problems = validate(settings, screen_schema())
+    if problems:
+        raise ConfigError(problems, source=source)
+    options = dict(settings.get("screen", {}))
+    saving = {k: options.pop(k) for k in ("balance", "seed") if k in options}
+    result = screen(settings["target"], settings["sources"], distance=settings["distance"],
+                    imbalance=settings["imbalance"], **options)
+    folder = new_run_dir("screen", out)
+    write_resolved_config(folder, settings, saving.get("seed", default_of(ScreeningResult.save, "seed")))
+    return result, folder, result.save(folder, **saving)

@@ -8,10 +8,9 @@ from pathlib import Path
 
 def plot_pair_scores(pairs: dict[str, dict[str, float | None]], path: str | Path, title: str = "") -> Path:
     """Heatmap of scores, rows = targets, columns = sources; the diagonal and unselectable pairs are blank."""
-    import matplotlib
+    from defectlab.plugin_system.plotting import pyplot, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     import numpy as np
 
     names = list(pairs)
@@ -33,7 +32,4 @@ def plot_pair_scores(pairs: dict[str, dict[str, float | None]], path: str | Path
             axes.text(j, i, text, ha="center", va="center", color=colour, fontsize=9)
     figure.colorbar(image, ax=axes, label="score (lower = closer)", shrink=0.8)
     axes.set_title(title, fontsize=10)
-    path = Path(path)
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
-    return path
+    return save_figure(figure, path, dpi=110)

@@ -115,12 +115,12 @@ def _spec_problems(kind: str, spec: Mapping[str, Any], where: str) -> list[str]:
 
 def resolved_settings(values: Mapping[str, Any], function: Any) -> dict[str, Any]:
     """Every setting of ``function`` with the given values laid over its defaults."""
-    from defectlab.plugin_system.parameters import coerce, parameters_of
+    from defectlab.plugin_system.parameters import parameters_of
 
     result = {}
     for parameter in parameters_of(function):
         if parameter.name in values:
-            result[parameter.name] = coerce(values[parameter.name], parameter.annotation, parameter.name)
+            result[parameter.name] = parameter.coerce(values[parameter.name], parameter.name)
         elif not parameter.required:
             result[parameter.name] = parameter.default
     return result
@@ -128,8 +128,8 @@ def resolved_settings(values: Mapping[str, Any], function: Any) -> dict[str, Any
 
 def build_stage(config: Mapping[str, Any], splits_csv: Path | None = None) -> tuple[dict[str, Any], Any, Any, Any, list[Any]]:
     """(resolved config, data module, model, loss, evaluators) of one stage's config."""
-    from defectlab.plugin_system.components import create, resolve_spec
     from defectlab.data.data_module import DataModule
+    from defectlab.plugin_system.components import create, resolve_spec
     from defectlab.training.loop import seed_everything
     from defectlab.training.settings import TrainSettings
 
@@ -190,7 +190,7 @@ def train(config: str | Path | Mapping[str, Any] | None = None, *, out: str | Pa
     the top run, whose ``stages`` are the stage runs.
     """
     from defectlab.plugin_system.config import apply_overrides, load_toml
-    from defectlab.runs.run import Run, new_run_dir
+    from defectlab.runs.run import new_run_dir
 
     if resume is not None:
         return _resume(Path(resume), overrides, callbacks)
@@ -213,12 +213,10 @@ def train(config: str | Path | Mapping[str, Any] | None = None, *, out: str | Pa
 
 
 def _write_top(folder: Path, values: Mapping[str, Any], names: list[str]) -> None:
-    import json
-
+    from defectlab.plugin_system.files import write_json
     from defectlab.runs.run import environment_versions
 
-    (folder / "config.json").write_text(json.dumps({"config": values, "stages": names,
-                                                    "versions": environment_versions()}, indent=2, default=str))
+    write_json(folder / "config.json", {"config": values, "stages": names, "versions": environment_versions()})
 
 
 def _run_stages(folder: Path, stages: list[tuple[str, dict[str, Any]]], callbacks: Sequence[Any], start: int,
@@ -243,9 +241,9 @@ def _run_stages(folder: Path, stages: list[tuple[str, dict[str, Any]]], callback
 
 
 def _train_stage(config: Mapping[str, Any], folder: Path, callbacks: Sequence[Any], resume: bool = False) -> Any:
+    from defectlab.runs.run import write_resolved_config
     from defectlab.training.distributed import world_from_environment
     from defectlab.training.loop import Trainer
-    from defectlab.runs.run import write_resolved_config
     from defectlab.training.settings import TrainSettings
 
     folder.mkdir(parents=True, exist_ok=True)

@@ -17,13 +17,18 @@ training.
 from __future__ import annotations
 
 import copy
-import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from defectlab.plugin_system.errors import ConfigError, DataError, ParameterError, TrainingError
+from defectlab.plugin_system.errors import (
+    ConfigError,
+    DataError,
+    ParameterError,
+    TrainingError,
+)
+from defectlab.plugin_system.files import write_json
 
 #: The scores each trial reports, in this order.
 TRIAL_SCORES = ("iou", "pa", "recall", "oii")
@@ -312,21 +317,20 @@ def write_tuning(result: OIITuning, folder: Path) -> dict[str, Path]:
     from defectlab.runs.run import Run
 
     written = {"tune": folder / "tune.json"}
-    written["tune"].write_text(json.dumps(result.to_dict(), indent=2))
+    write_json(written["tune"], result.to_dict())
     if result.trials:
         written["plot"] = plot_tuning(result, folder / "tune.png")
     runs = [Run(t.folder) for t in result.trials if t.folder and (Path(t.folder) / "config.json").is_file()]
     if runs:
-        written["report"] = write_comparison(runs, folder, title=f"OII-guided tuning of α ({result.loss})")
+        written["report"] = write_comparison(runs, folder, title=f"OII-guided tuning of α ({result.loss})").report
     return written
 
 
 def plot_tuning(result: OIITuning, path: Path) -> Path:
     """α per trial (with the bracket it bisected) above the OII per trial (with the target band)."""
-    import matplotlib
+    from defectlab.plugin_system.plotting import pyplot, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     trials = result.trials
     index = [t.index for t in trials]
@@ -350,6 +354,4 @@ def plot_tuning(result: OIITuning, path: Path) -> Path:
     bottom.legend(fontsize=8)
     figure.suptitle(f"OII-guided bisection of α, loss '{result.loss}': {len(trials)} trainings "
                     f"(grid search of the same step: {result.grid_trainings})", fontsize=10)
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
-    return path
+    return save_figure(figure, path)

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import math
 
-import pytest
-
 import defectlab
 import defectlab_hello
+import pytest
 
 
 @pytest.fixture

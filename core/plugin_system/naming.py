@@ -1,0 +1,20 @@
+"""Names for people: sort orders and short lists of examples in messages."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import Any
+
+EXAMPLES_SHOWN = 5
+
+
+def natural_key(text: str) -> tuple[list[Any], str]:
+    """Sort key that puts ``defect2`` before ``defect10`` and ``resnet18`` before ``resnet101``
+    (case-insensitive, ties broken by the text itself)."""
+    return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", text)], text
+
+
+def first_few(items: Sequence[Any], limit: int = EXAMPLES_SHOWN) -> str:
+    """``a, b, c, ...``: the first ``limit`` items for an error message, with an ellipsis if there are more."""
+    return ", ".join(str(i) for i in items[:limit]) + (", ..." if len(items) > limit else "")

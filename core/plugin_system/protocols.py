@@ -1,0 +1,165 @@
+"""What a component of each kind must provide, as ``typing.Protocol`` classes (``defectlab.<Name>``).
+
+Each docstring states what the engine calls, with what, and what it does with the result;
+docs/kinds/<kind>.md#contract says the same with examples. The dataset kind's contract is the
+base class ``defectlab.DefectDataset``. This module imports neither torch nor defectlab.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from torch import Tensor, nn
+
+
+@runtime_checkable
+class DistanceMetric(Protocol):
+    """Kind ``distance``: how far apart two datasets are.
+
+    ``represent(dataset)`` gets a ``defectlab.DefectDataset`` and returns a summary of any type.
+    It carries the cost: ``screen`` and the ``distance`` verb call it once per dataset.
+    ``metric(a, b)`` gets two summaries made by the same instance and returns a number that
+    ``float()`` accepts: 0 for identical summaries, larger for datasets further apart. It should
+    be symmetric: ``screen`` passes (source, target), the verb the datasets in the order given.
+    ``distance --json`` prints a summary through its ``to_dict()`` if it has one, else as JSON.
+    """
+
+    def represent(self, dataset: Any) -> Any: ...
+
+    def __call__(self, a: Any, b: Any) -> float: ...
+
+
+@runtime_checkable
+class ImbalanceMetric(Protocol):
+    """Kind ``imbalance``: a number from counts.
+
+    ``scope`` is a required class attribute, ``"input"`` or ``"output"``; a component without
+    one of these is rejected when its plugin loads. It decides the call:
+
+    - ``"input"``: ``metric(counts)``, one number per class in class order, empty classes
+      included (the ``imbalance`` verb, and ``screen`` with the source's counts over the
+      target's classes; ``screen`` refuses output-scope metrics);
+    - ``"output"``: ``metric(tp, fp, fn)``, three numbers; FP is background predicted as defect.
+
+    It returns a number that ``float()`` accepts and raises ``defectlab.DataError`` for counts it
+    cannot use (empty, negative, not finite, all zero).
+    """
+
+    scope: str
+
+    def __call__(self, *args: Any, **kwargs: Any) -> float: ...
+
+
+@runtime_checkable
+class Backbone(Protocol):
+    """Kind ``backbone``: the network a backbone component builds.
+
+    The component is a class or function called as ``factory(num_classes=..., in_chans=...,
+    weights=..., **options)``; ``weights`` is None (random), a local file or a source name the
+    factory knows, and None or a file never needs the network. ``train`` passes ``num_classes``
+    (the class count; 1 for a two-class segmentation), ``in_chans`` (the spec's, else the
+    factory's default, which the data's channels then follow) and, if the factory has an
+    ``img_size`` parameter, the data's image size. An optional ``tasks`` attribute on the
+    factory lists ``"classify"``, ``"segment"``, ``"detect"``, ``"embed"``: ``train`` refuses
+    data of a task not listed (without ``tasks``, any task is tried).
+
+    What it returns is a ``torch.nn.Module`` (moved, switched train/eval, optimised,
+    checkpointed by ``state_dict``; ``predict`` rebuilds it with ``weights=None``) whose
+    ``forward(x)`` takes float images (N, in_chans, H, W), normalised, and returns logits:
+    (N, num_classes) for ``classify``, (N, num_classes, H, W) at the input's size for
+    ``segment``.
+
+    Optional members the engine uses when present: ``forward_features(x) -> (N, D)`` with a
+    ``head`` submodule such that ``forward(x) == head(forward_features(x))``: evaluators that
+    want embeddings get them (logits then come from ``head``); ``head``: ``--init-from`` loads
+    every tensor outside ``head.``, ``--linear-probe`` trains only the head, through
+    ``freeze("all_but_head") -> list[str]`` when the model has it; ``encoder`` (without
+    ``head``): the part that ``--init-from`` loads and ``--linear-probe`` freezes.
+    """
+
+    def forward(self, x: Tensor) -> Tensor: ...
+
+
+@runtime_checkable
+class SSLObjective(Protocol):
+    """Kind ``ssl``: a self-supervised objective wrapping an encoder (provisional).
+
+    No workflow calls these members yet; ``defectlab pretrain`` will, and may still change them.
+    The constructor takes ``encoder`` (a module from a backbone built for ``embed``) and the
+    objective's settings. Per step: ``views(images)`` on a float image batch (N, C, H, W) makes
+    the objective's inputs, ``loss(views)`` returns a 0-dim tensor to minimise, and
+    ``after_step()`` runs after the optimiser step (an EMA teacher update, or nothing).
+    ``export_encoder()`` returns the trained encoder without pretraining-only parts, for a later
+    ``train`` run to load as backbone weights.
+    """
+
+    def views(self, images: Tensor) -> Any: ...
+
+    def loss(self, views: Any) -> Tensor: ...
+
+    def after_step(self) -> None: ...
+
+    def export_encoder(self) -> nn.Module: ...
+
+
+@runtime_checkable
+class Loss(Protocol):
+    """Kind ``loss``: what training minimises.
+
+    A ``torch.nn.Module``: the engine calls ``to(device)`` on it. ``loss(pred, target)`` gets
+    the model's logits and the batch's target on one device: (N, K) and long class indices (N,)
+    for ``classify``; (N, C, H, W) and long class indices (N, H, W), 0 = background, for
+    ``segment`` (with C = 1 a 0/1 mask). With ``train.amp`` on a GPU it runs under float16
+    autocast. It returns a 0-dim tensor, the mean over the batch: the engine calls
+    ``backward()`` on it, stops the run with a TrainingError when it is not finite, and logs
+    ``train/loss`` and ``val/loss`` as sum(loss * N) / sum(N). A tensor with more elements
+    (``reduction="none"``) is for callers by hand only.
+
+    Optional: ``setup(*, classes: list[str], class_counts: list[int]) -> None``, called before
+    the first batch of every training (also on resume) and by ``evaluate``, with the class names
+    and the training split's images per class.
+    """
+
+    def __call__(self, pred: Tensor, target: Tensor) -> Tensor: ...
+
+    def to(self, *args: Any, **kwargs: Any) -> Any: ...
+
+
+@runtime_checkable
+class Evaluator(Protocol):
+    """Kind ``evaluator``: scores over a whole split, accumulated batch by batch.
+
+    Each evaluation of a split (validation every ``eval_every`` epochs, the final test, and
+    ``evaluate``) calls ``reset()``, then ``update(pred, target, **wanted)`` for every batch
+    under ``torch.no_grad()``, then ``compute()``; at the end of training and in ``evaluate``
+    also ``details()`` and ``write(folder)`` when present. ``pred`` is the model's output as
+    float32, ``target`` the batch's target (as for losses), both on the model's device.
+    ``compute()`` returns ``{name: float}`` over everything since ``reset()``; each score is
+    written as ``val/<name>`` in metrics.jsonl and can be ``train.monitor``.
+
+    Optional: ``wants``, a tuple of extra keyword arguments for ``update``: ``"keys"`` (the
+    samples' keys, a list of str), ``"embeddings"`` ((N, D) from ``forward_features``; None
+    for a model without ``forward_features`` and ``head``), ``"images"`` (the normalised image
+    batch (N, C, H, W), on the CPU); ``setup(*, classes, class_counts)`` as for losses;
+    ``details() -> dict`` (JSON-ready, saved in metrics.json under the evaluator's ``name``);
+    ``write(folder: Path) -> dict[str, Path]`` (plots and tables written into ``folder``, by
+    label).
+    """
+
+    def update(self, pred: Tensor, target: Tensor) -> None: ...
+
+    def compute(self) -> dict[str, float]: ...
+
+    def reset(self) -> None: ...
+
+
+#: The protocol of each kind word; the dataset kind's base is the class ``DefectDataset``.
+PROTOCOLS: dict[str, type] = {
+    "distance": DistanceMetric,
+    "imbalance": ImbalanceMetric,
+    "backbone": Backbone,
+    "ssl": SSLObjective,
+    "loss": Loss,
+    "evaluator": Evaluator,
+}

@@ -1,0 +1,49 @@
+"""Scoring a trained run on any dataset, or on a split of its own data: ``defectlab evaluate``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from defectlab.plugin_system.errors import DataError
+from defectlab.workflows.predict import load_trained
+
+
+def evaluate_run(run: str | Path, dataset: Any = None, split: str = "test", which: str = "best",
+                 out: str | Path | None = None) -> dict[str, Any]:
+    """Score a run's model with its loss and evaluators on a whole ``dataset``, or on ``split`` of its own data.
+
+    Writes metrics.json and each evaluator's plots and tables (misclassified.csv, ...) to
+    ``out`` (default ``RUN/evaluate-<time>``) and returns them with ``folder`` added.
+    """
+    import torch
+    from defectlab.data.data_module import DataModule
+    from defectlab.plugin_system.components import create
+    from defectlab.runs.run import Run, new_run_dir
+    from defectlab.training.evaluation import write_evaluation
+
+    folder = Path(run)
+    if not folder.is_dir():
+        raise DataError(f"'{folder}' is not a run directory; evaluate needs the folder `defectlab train` wrote")
+    config = Run(folder).config
+    trained = load_trained(folder, which)
+    settings = {**config["data"], **trained.transform}
+    if dataset is None:
+        settings["splits_csv"] = str(folder / "splits.csv")
+    else:
+        settings.update(dataset=dataset, test=dataset, cache=False)
+        split = "test"
+    data = DataModule(**settings)
+    if split not in data.splits:
+        raise DataError(f"the run's data has no '{split}' split (it has {', '.join(data.splits)}); use --split")
+    if list(data.classes) != trained.classes:
+        raise DataError(f"the data's classes {data.classes} differ from the run's {trained.classes}; evaluate on "
+                        f"data with the same classes in the same order")
+    loss = create("loss", config["loss"])
+    evaluators = [create("evaluator", spec) for spec in config["evaluators"]]
+    for component in (loss, *evaluators):
+        if hasattr(component, "setup"):
+            component.setup(classes=list(data.classes), class_counts=data.class_counts("train"))
+    target = new_run_dir("evaluate", out, root=folder)
+    results = write_evaluation(trained.model, loss, data, split, evaluators, torch.device("cpu"), target)
+    return {**results, "folder": str(target)}
