@@ -202,3 +202,24 @@ def test_every_builtin_component_is_listed_on_its_kind_page():
             continue
         page = (DOCS / "kinds" / f"{component.kind}.md").read_text()
         assert f"`{component.name}`" in page, f"docs/kinds/{component.kind}.md does not list `{component.name}`"
+
+
+def api_md_names() -> list[str]:
+    """The names docs/api.md documents: its ``### `name` `` headings."""
+    return re.findall(r"^### `([^`]+)`\s*$", (DOCS / "api.md").read_text(encoding="utf-8"), flags=re.M)
+
+
+def test_api_md_documents_exactly_the_public_api():
+    import defectlab
+
+    documented = api_md_names()
+    assert len(documented) == len(set(documented)), "a name is documented twice in docs/api.md"
+    assert sorted(set(defectlab.__all__) - set(documented)) == [], "exported but not in docs/api.md"
+    assert sorted(set(documented) - set(defectlab.__all__)) == [], "in docs/api.md but not exported"
+
+
+def test_every_public_name_resolves():
+    import defectlab
+
+    missing = [name for name in defectlab.__all__ if not hasattr(defectlab, name)]
+    assert missing == []

@@ -245,3 +245,15 @@ def test_a_removed_plugin_takes_its_commands_off_the_cli(defectlab_plugin, run_c
     assert "wave" not in cli.commands
     result = run_cli("wave")
     assert result.exit_code == 2 and "no such command 'wave'" in result.output
+
+
+def test_the_fixture_refuses_an_installed_plugin_under_a_second_name(defectlab_plugin):
+    import defectlab_plugins.class_imbalance as installed
+
+    with pytest.raises(dl.PluginError, match="already registered as plugin 'class_imbalance'"):
+        defectlab_plugin(installed, "second_copy")
+    assert "second_copy" not in {p.name for p in dl.plugins()}
+    assert {c.plugin for c in dl.list_components("imbalance", "gini")} == {"class_imbalance"}
+    defectlab_plugin(plugin_of(register_losses=lambda: [ToyLoss]), name="toys")
+    with pytest.raises(dl.PluginError, match="a plugin named 'toys' is already registered"):
+        defectlab_plugin(plugin_of(register_losses=lambda: [ToyLoss]), name="toys")

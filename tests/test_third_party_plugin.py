@@ -1,11 +1,10 @@
 """A third-party plugin as a user installs it: pip-installed, found through its entry point,
 reachable from the command line and from Python; broken plugins are recorded, not fatal.
 
-These tests pip-install packages into the running interpreter's environment (editable, no
-dependencies, no build isolation, no index: nothing is downloaded) and uninstall them at
-teardown, also when a test fails. Every check runs in a subprocess, as a user would. A file
-lock keeps two test sessions sharing one environment from installing and uninstalling under
-each other.
+These tests pip-install packages into a temporary folder of their own (``pip install
+--target``: no dependencies, no build isolation, no index, so nothing is downloaded), never into
+the environment the tests run in, and put that folder on the PYTHONPATH of the commands they
+run. Every check runs in a subprocess, as a user would.
 
 Most checks allow only the plugins they are about (``DEFECTLAB_PLUGINS``): collecting every
 installed plugin's components imports what they import (torch, for the losses), about two
@@ -15,16 +14,13 @@ plugin among them.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
 import subprocess
 import sys
-import tempfile
 import textwrap
 from collections.abc import Iterator
-from importlib import metadata
 from pathlib import Path
 
 import pytest
@@ -39,32 +35,24 @@ SELECTED = "class_imbalance,oii,hello"  # the default allow-list of these tests
 EVERY_PLUGIN = ""  # an empty DEFECTLAB_PLUGINS selects no allow-list: every installed plugin loads
 
 
-def _pip(*args: str) -> subprocess.CompletedProcess[str]:
-    command = [sys.executable, "-m", "pip", "--disable-pip-version-check", *args]
-    return subprocess.run(command, capture_output=True, text=True, timeout=300)
+#: Folders the fixtures installed into; the commands run here see the packages in them.
+SITES: list[Path] = []
 
 
-def _install(path: Path) -> None:
-    result = _pip("install", "--no-deps", "--no-build-isolation", "--no-index", "-q", "-e", str(path))
-    assert result.returncode == 0, f"pip install -e {path} failed:\n{result.stdout}\n{result.stderr}"
-
-
-def _uninstall(dist: str) -> None:
-    _pip("uninstall", "-y", "-q", dist)
-
-
-def _installed(dist: str) -> bool:
-    try:
-        metadata.distribution(dist)
-    except metadata.PackageNotFoundError:
-        return False
-    return True
+def _install(path: Path, target: Path) -> Path:
+    """``pip install --target TARGET PATH`` (no dependencies, no index); returns TARGET."""
+    command = [sys.executable, "-m", "pip", "--disable-pip-version-check", "install", "--no-deps",
+               "--no-build-isolation", "--no-index", "-q", "--target", str(target), str(path)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, f"pip install --target {target} {path} failed:\n{result.stdout}\n{result.stderr}"
+    return target
 
 
 def _env(**overrides: str) -> dict[str, str]:
-    """The current environment without the caller's plugin settings, allowing the plugins in
-    ``SELECTED``, then ``overrides``."""
+    """The current environment without the caller's plugin settings, with the fixtures' install
+    folders on PYTHONPATH, allowing the plugins in ``SELECTED``, then ``overrides``."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("DEFECTLAB_")}
+    env["PYTHONPATH"] = os.pathsep.join([*map(str, SITES), *filter(None, [os.environ.get("PYTHONPATH")])])
     env["DEFECTLAB_PLUGINS"] = SELECTED
     env.update(overrides)
     return env
@@ -83,33 +71,15 @@ def defectlab_json(*args: str, env: dict[str, str] | None = None):
 
 
 @pytest.fixture(scope="module")
-def environment_lock() -> Iterator[None]:
-    """Hold an exclusive lock on this Python environment's test installs for the module."""
-    try:
-        import fcntl
-    except ImportError:  # not on POSIX: no concurrent sessions to guard against
-        yield
-        return
-    key = hashlib.sha256(sys.prefix.encode()).hexdigest()[:16]
-    with open(Path(tempfile.gettempdir()) / f"defectlab-test-installs-{key}.lock", "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-@pytest.fixture(scope="module")
-def hello_installed(environment_lock) -> Iterator[Path]:
-    """``pip install -e examples/defectlab-hello``; uninstalled afterwards unless it was installed before."""
+def hello_installed(tmp_path_factory) -> Iterator[Path]:
+    """examples/defectlab-hello installed into a temporary folder that the commands run here see."""
     assert DEFECTLAB.exists(), f"no defectlab console script next to {sys.executable}"
-    was_installed = _installed(HELLO_DIST)
+    site = _install(HELLO, tmp_path_factory.mktemp("hello-site"))
+    SITES.append(site)
     try:
-        _install(HELLO)
         yield HELLO
     finally:
-        if not was_installed:
-            _uninstall(HELLO_DIST)
+        SITES.remove(site)
 
 
 def test_hello_is_listed_as_a_plugin(hello_installed):
@@ -240,8 +210,8 @@ BROKEN_MODULES = {
 
 
 @pytest.fixture
-def broken_installed(environment_lock, tmp_path: Path) -> Iterator[Path]:
-    """One pip-installed package holding three broken plugins; uninstalled afterwards."""
+def broken_installed(tmp_path: Path) -> Iterator[Path]:
+    """One package holding three broken plugins, installed into a temporary folder the commands see."""
     package = tmp_path / "broken-plugins"
     package.mkdir()
     entry_points = {"broken_import": "defectlab_test_broken_import", "broken_hook": "defectlab_test_broken_hook",
@@ -255,12 +225,12 @@ def broken_installed(environment_lock, tmp_path: Path) -> Iterator[Path]:
     (package / "pyproject.toml").write_text("\n".join(lines) + "\n")
     for module, source in BROKEN_MODULES.items():
         (package / f"{module}.py").write_text(textwrap.dedent(source))
-    _uninstall(BROKEN_DIST)  # left over from a run that was killed
+    site = _install(package, tmp_path / "site")
+    SITES.append(site)
     try:
-        _install(package)
         yield package
     finally:
-        _uninstall(BROKEN_DIST)
+        SITES.remove(site)
 
 
 BROKEN_SELECTED = f"{SELECTED},broken_import,broken_hook,misspelled"

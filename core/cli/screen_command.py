@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import click
 from defectlab.cli.output import echo_json
-from defectlab.workflows.screen import default_of, screen
+from defectlab.plugin_system.parameters import default_of
+from defectlab.workflows.screen import screen
 
 
 @click.command("screen")

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import click
 from defectlab.cli.output import echo_json
+from defectlab.plugin_system.parameters import default_of
 from defectlab.runs.tables import format_table
+from defectlab.workflows.tune_oii import tune_oii
+
+
+def pair_text(name: str) -> str:
+    """``LOW,HIGH`` of a pair parameter's default in :func:`tune_oii`."""
+    return ",".join(f"{value:g}" for value in default_of(tune_oii, name))
 
 
 def number_pair(ctx: click.Context, param: click.Parameter, value: str) -> tuple[float, float]:
@@ -18,13 +25,14 @@ def number_pair(ctx: click.Context, param: click.Parameter, value: str) -> tuple
 
 @click.command("tune-oii")
 @click.argument("config", type=click.Path(dir_okay=False))
-@click.option("--interval", metavar="M0,M1", default="0.15,0.25", show_default=True, callback=number_pair,
+@click.option("--interval", metavar="M0,M1", default=pair_text("interval"), show_default=True, callback=number_pair,
               help="Target OII interval M0,M1 (App. C: 0.15,0.25).")
-@click.option("--range", "alpha_range", metavar="A,B", default="0.1,0.9", show_default=True, callback=number_pair,
+@click.option("--range", "alpha_range", metavar="A,B", default=pair_text("alpha_range"), show_default=True,
+              callback=number_pair,
               help="Range A,B of α; the first trial trains at its middle.")
-@click.option("--max-trials", type=click.IntRange(1), default=6, show_default=True,
+@click.option("--max-trials", type=click.IntRange(1), default=default_of(tune_oii, "max_trials"), show_default=True,
               help="Most trainings; n of them reach α to a step of (B - A)/2^n.")
-@click.option("--split", type=click.Choice(["val", "test"]), default="val", show_default=True,
+@click.option("--split", type=click.Choice(["val", "test"]), default=default_of(tune_oii, "split"), show_default=True,
               help="Whose OII decides: the best epoch's validation scores (App. C) or the final test scores.")
 @click.option("--keep-beta", is_flag=True, help="Leave the loss's β as configured instead of β = 1 - α.")
 @click.option("--set", "overrides", multiple=True, help="Override any config key, e.g. --set train.epochs=5.")
@@ -43,8 +51,6 @@ def tune_oii_command(config: str, interval: tuple[float, float], alpha_range: tu
     comparison report.html into --out, and prints how many trainings a grid search of the
     same resolution would need.
     """
-    from defectlab.workflows.tune_oii import tune_oii
-
     overrides = overrides + ((f"train.epochs={epochs}",) if epochs is not None else ())
 
     def progress(trial) -> None:

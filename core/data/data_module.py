@@ -99,10 +99,7 @@ class SplitImages(Dataset):
         try:
             image, target = self.item(index)
         except UnreadableImageError as exc:  # a broken file is skipped; a wrong mask is the data's error
-            key = self.dataset.samples[index].key
-            if key not in self.dataset.unreadable:
-                self.dataset.unreadable[key] = str(exc)
-                log.warning("skipping %s", exc)
+            self.dataset.note_unreadable(index, exc)
             return index, None, None
         return index, image, target
 

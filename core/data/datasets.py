@@ -163,10 +163,14 @@ class DefectDataset:
             try:
                 yield index, self.load_image(index)
             except UnreadableImageError as exc:
-                key = self.samples[index].key
-                if key not in self.unreadable:
-                    self.unreadable[key] = str(exc)
-                    log.warning("skipping %s", exc)
+                self.note_unreadable(index, exc)
+
+    def note_unreadable(self, index: int, exc: UnreadableImageError) -> None:
+        """Record sample ``index`` as unreadable (in ``unreadable``) and log it, once per sample."""
+        key = self.samples[index].key
+        if key not in self.unreadable:
+            self.unreadable[key] = str(exc)
+            log.warning("skipping %s", exc)
 
     def class_counts(self) -> list[int]:
         """Samples per class, in the order of ``classes`` (a detection image counts once per class)."""

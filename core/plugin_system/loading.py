@@ -104,6 +104,14 @@ class PluginLoader:
             record, f"{other} also declares a plugin named '{ep.name}' ({ep.value}), which was not loaded; "
                     f"uninstall one of them")
 
+    def registered_as(self, plugin: Any) -> str | None:
+        """The name ``plugin`` is already registered under: the same object, or a module from the same file."""
+        source = getattr(plugin, "__file__", None)
+        for name, registered in self.manager.list_name_plugin():
+            if registered is plugin or (source is not None and getattr(registered, "__file__", None) == source):
+                return name
+        return None
+
     def add_plugin(self, plugin: Any, name: str, version: str = "test") -> PluginRecord:
         """Register a plugin object (a module or any object with hook implementations)."""
         record = PluginRecord(name, version, getattr(plugin, "__name__", type(plugin).__name__))

@@ -183,6 +183,11 @@ def parameters_of(obj: Any) -> tuple[Parameter, ...]:
     return tuple(params)
 
 
+def default_of(function: Any, name: str) -> Any:
+    """The default of ``function``'s parameter ``name``: where a CLI's help and a config's gaps read it."""
+    return inspect.signature(function).parameters[name].default
+
+
 def split_bounds(annotation: Any) -> tuple[Any, Range | None]:
     """``Annotated[int, Range(1)]`` -> (int, Range(1)); any other annotation -> (it, None)."""
     if typing.get_origin(annotation) is typing.Annotated:

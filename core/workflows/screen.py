@@ -23,7 +23,7 @@ from defectlab.data.subsets import (
 )
 from defectlab.plugin_system.errors import DataError
 from defectlab.plugin_system.files import write_text
-from defectlab.plugin_system.parameters import Range
+from defectlab.plugin_system.parameters import Range, default_of
 
 FLAG_NO_SHARED = "no shared class: not selectable"
 FLAG_ZERO_IMBALANCE = "imbalance is 0: the score is 0 whatever the distance"
@@ -225,13 +225,6 @@ def screen_schema() -> dict[str, Any]:
         "imbalance": Section(kind="imbalance"),
         "screen": Section(settings=keyword_settings(screen, ScreeningResult.save)),
     }
-
-
-def default_of(function: Any, name: str) -> Any:
-    """The default of ``function``'s parameter ``name``: where the CLI's help and a config's gaps read it."""
-    import inspect
-
-    return inspect.signature(function).parameters[name].default
 
 
 def run_screen(settings: Mapping[str, Any], out: str | Path | None = None, source: str = "config"
