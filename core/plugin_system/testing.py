@@ -13,7 +13,6 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-
 from defectlab.plugin_system.errors import PluginError
 from defectlab.plugin_system.loading import get_loader
 from defectlab.plugin_system.registry import PluginRecord
