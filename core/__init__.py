@@ -16,6 +16,7 @@ from defectlab.data.datasets import (
     UnreadableImageError,
     image_files,
     open_dataset,
+    open_image,
     read_image,
 )
 from defectlab.data.splits import (
@@ -104,7 +105,7 @@ __all__ = [
     "UnknownComponentError", "UnreadableImageError", "WriteError", "did_you_mean",
     # helpers a plugin shares with the core
     "atomic_write", "pyplot", "save_figure", "format_table", "first_few", "natural_key",
-    "image_files", "read_image", "open_dataset", "canonical_split",
+    "image_files", "read_image", "open_image", "open_dataset", "canonical_split",
     "WeightReport", "read_state_dict", "load_matching", "resolve_weights", "downloading_weights", "hub_offline",
     # data
     "DataModule", "ImageTransform", "stratified_split", "label_fraction_subset", "tile", "untile",

@@ -21,10 +21,12 @@ from defectlab.workflows.screen import screen
 @click.option("--balance", type=click.Choice(["none", "uniform", "target"]), help="Balancing plan in the subset CSV.")
 @click.option("--set", "overrides", multiple=True, help="Override any config key, e.g. --set distance.k=5.")
 @click.option("--out", type=click.Path(file_okay=False), help="Output folder (default runs/screen-<time>).")
+@click.option("--overwrite", is_flag=True, help="Replace what an earlier run wrote into --out.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def screen_command(config: str | None, target: str | None, sources: tuple[str, ...], distance: str | None,
                    imbalance: str | None, epsilon: float | None, top: int | None, all_pairs: bool | None,
-                   balance: str | None, overrides: tuple[str, ...], out: str | None, as_json: bool) -> None:
+                   balance: str | None, overrides: tuple[str, ...], out: str | None, overwrite: bool,
+                   as_json: bool) -> None:
     """Rank source datasets for a target by distance, imbalance and label overlap.
 
     Score = distance * imbalance / (shared classes + epsilon), lower is closer; among the
@@ -44,7 +46,7 @@ def screen_command(config: str | None, target: str | None, sources: tuple[str, .
         if value is not None:
             set_value(settings, key.split("."), value)
     settings = apply_overrides(settings, list(overrides))
-    result, _, written = run_screen(settings, out, source=config or "command line")
+    result, _, written = run_screen(settings, out, source=config or "command line", overwrite=overwrite)
     if as_json:
         echo_json(result.to_dict())
         return

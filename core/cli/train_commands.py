@@ -14,12 +14,13 @@ from defectlab.runs.tables import format_table
 @click.option("--set", "overrides", multiple=True, help="Override any config key, e.g. --set train.lr=1e-4.")
 @click.option("--out", type=click.Path(file_okay=False), help="Run directory (default runs/train-<time>).")
 @click.option("--resume", type=click.Path(exists=True, file_okay=False), help="Continue a killed run from its last.pt.")
+@click.option("--overwrite", is_flag=True, help="Replace what an earlier run wrote into --out.")
 @click.option("--init-from", help="RUN_OR_CHECKPOINT whose backbone initialises the model (head re-initialised).")
 @click.option("--linear-probe/--finetune", default=None,
               help="Train the head only on a frozen backbone, or fine-tune (the config's train.linear_probe).")
 @click.option("--epochs", type=int, help="Shortcut for --set train.epochs=N.")
 def train_command(config: str | None, overrides: tuple[str, ...], out: str | None, resume: str | None,
-                  init_from: str | None, linear_probe: bool | None, epochs: int | None) -> None:
+                  overwrite: bool, init_from: str | None, linear_probe: bool | None, epochs: int | None) -> None:
     """Train the components of CONFIG into a run directory.
 
     The run directory holds config.json, splits.csv, metrics.jsonl, last.pt/best.pt,
@@ -37,7 +38,10 @@ def train_command(config: str | None, overrides: tuple[str, ...], out: str | Non
     overrides = overrides + ((f"train.epochs={epochs}",) if epochs is not None else ())
     if resume is not None and (init_from or linear_probe is not None):
         raise click.UsageError("--init-from and --linear-probe/--finetune cannot change a resumed run")
-    run = train(config, out=out, overrides=overrides, resume=resume, init_from=init_from, linear_probe=linear_probe)
+    if resume is not None and overwrite:
+        raise click.UsageError("--overwrite starts a run afresh; it cannot go with --resume")
+    run = train(config, out=out, overrides=overrides, resume=resume, init_from=init_from, linear_probe=linear_probe,
+                overwrite=overwrite)
     if world_from_environment().is_main:  # under torchrun, one table
         _print_scores(run)
 
@@ -57,12 +61,14 @@ def _print_scores(run: Any) -> None:
 @click.option("--split", default="test", show_default=True, help="Split of the run's own data (without --data).")
 @click.option("--checkpoint", "which", type=click.Choice(["best", "last"]), default="best", show_default=True)
 @click.option("--out", type=click.Path(file_okay=False), help="Folder for the results (default RUN/evaluate-<time>).")
+@click.option("--overwrite", is_flag=True, help="Replace what an earlier run wrote into --out.")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
-def evaluate_command(run: str, dataset: str | None, split: str, which: str, out: str | None, as_json: bool) -> None:
+def evaluate_command(run: str, dataset: str | None, split: str, which: str, out: str | None, overwrite: bool,
+                     as_json: bool) -> None:
     """Score a trained RUN with its evaluators; save metrics.json, plots and misclassified.csv."""
     from defectlab.workflows.evaluate import evaluate_run
 
-    results = evaluate_run(run, dataset, split=split, which=which, out=out)
+    results = evaluate_run(run, dataset, split=split, which=which, out=out, overwrite=overwrite)
     if as_json:
         echo_json(results)
         return
@@ -87,19 +93,26 @@ def evaluate_command(run: str, dataset: str | None, split: str, which: str, out:
 @click.option("--batch-size", type=click.IntRange(1), default=32, show_default=True)
 @click.option("--threshold", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.5,
               show_default=True, help="Defect probability above which a pixel is defect (segmentation).")
+@click.option("--overwrite", is_flag=True, help="Replace the CSV and masks of an earlier prediction.")
 def predict_command(run: str, images: tuple[str, ...], out: str, which: str, batch_size: int,
-                    threshold: float) -> None:
-    """Predict IMAGES (files or folders) with a trained RUN and write a CSV of predictions."""
+                    threshold: float, overwrite: bool) -> None:
+    """Predict IMAGES (files or folders) with a trained RUN and write a CSV of predictions.
+
+    Exits 1 when no image could be predicted.
+    """
     from defectlab.workflows.predict import predict
 
-    path = predict(run, images, out, batch_size=batch_size, which=which, threshold=threshold)
-    click.echo(f"predictions: {path}")
+    result = predict(run, images, out, batch_size=batch_size, which=which, threshold=threshold,
+                     overwrite=overwrite)
+    click.echo(f"{result.predicted} predicted, {result.failed} failed")
+    click.echo(f"predictions: {result.csv}" + (f" (masks in {result.masks})" if result.masks else ""))
 
 
 @click.command("report")
 @click.argument("runs", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False))
 @click.option("--out", type=click.Path(file_okay=False), help="Folder of the comparison (default runs/report-<time>).")
-def report_command(runs: tuple[str, ...], out: str | None) -> None:
+@click.option("--overwrite", is_flag=True, help="Replace what an earlier run wrote into --out.")
+def report_command(runs: tuple[str, ...], out: str | None, overwrite: bool) -> None:
     """Compare RUNS side by side (a table and overlaid curves), or rewrite one run's report.html."""
     from defectlab.runs.report import write_run_report
     from defectlab.runs.run import Run
@@ -109,7 +122,7 @@ def report_command(runs: tuple[str, ...], out: str | None) -> None:
     if out is None and sum(len(run.stages or [run]) for run in loaded) == 1:
         click.echo(f"report: {write_run_report((loaded[0].stages or [loaded[0]])[0].folder)}")
         return
-    comparison = compare_runs(loaded, out)
+    comparison = compare_runs(loaded, out, overwrite=overwrite)
     click.echo(comparison.table())
     click.echo(f"report: {comparison.report}")
 

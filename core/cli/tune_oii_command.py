@@ -38,10 +38,11 @@ def number_pair(ctx: click.Context, param: click.Parameter, value: str) -> tuple
 @click.option("--set", "overrides", multiple=True, help="Override any config key, e.g. --set train.epochs=5.")
 @click.option("--epochs", type=int, help="Shortcut for --set train.epochs=N.")
 @click.option("--out", type=click.Path(file_okay=False), help="Folder of the trials (default runs/tune-oii-<time>).")
+@click.option("--overwrite", is_flag=True, help="Replace what an earlier run wrote into --out.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result (tune.json) as JSON.")
 def tune_oii_command(config: str, interval: tuple[float, float], alpha_range: tuple[float, float], max_trials: int,
                      split: str, keep_beta: bool, overrides: tuple[str, ...], epochs: int | None, out: str | None,
-                     as_json: bool) -> None:
+                     overwrite: bool, as_json: bool) -> None:
     """Tune the loss's α until the OII of a training of CONFIG lies in the target interval.
 
     α weighs missed defects (defect pixels predicted as background): raising it lowers the
@@ -58,7 +59,8 @@ def tune_oii_command(config: str, interval: tuple[float, float], alpha_range: tu
                    f"{'inside' if trial.in_interval else 'outside'} [{interval[0]:g}, {interval[1]:g}]", err=True)
 
     result = tune_oii(config, interval=interval, alpha_range=alpha_range, max_trials=max_trials, out=out,
-                      overrides=overrides, tie_beta=not keep_beta, split=split, on_trial=progress)
+                      overrides=overrides, tie_beta=not keep_beta, split=split, on_trial=progress,
+                      overwrite=overwrite)
     if as_json:
         echo_json(result.to_dict())
         return

@@ -15,13 +15,14 @@ import logging
 import math
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import torch
 from defectlab.data.datasets import DefectDataset, UnreadableImageError, open_dataset
 from defectlab.data.splits import (
     SPLIT_NAMES,
+    SplitFractions,
     checked_fractions,
     label_fraction_subset,
     read_split_csv,
@@ -31,6 +32,7 @@ from defectlab.data.splits import (
 from defectlab.data.transforms import ImageTransform
 from defectlab.plugin_system.errors import DataError, ParameterError, did_you_mean
 from defectlab.plugin_system.naming import first_few
+from defectlab.plugin_system.parameters import Range, check_arguments
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 log = logging.getLogger("defectlab.data")
@@ -195,22 +197,18 @@ class DataModule:
                  val: str | dict[str, Any] | DefectDataset | None = None,
                  test: str | dict[str, Any] | DefectDataset | None = None,
                  task: Literal["classify", "segment"] | None = None,
-                 split: tuple[float, ...] = (0.7, 0.15, 0.15), format_splits: bool = True, seed: int = 0,
+                 split: Annotated[tuple[float, ...], SplitFractions()] = (0.7, 0.15, 0.15),
+                 format_splits: bool = True, seed: Annotated[int, Range(0)] = 0,
                  splits_csv: str | None = None,
-                 label_fraction: float = 1.0, image_size: int = 224, channels: int = 3,
+                 label_fraction: Annotated[float, Range(0, 1, low_open=True)] = 1.0,
+                 image_size: Annotated[int, Range(1)] = 224, channels: Literal[1, 3] = 3,
                  normalize: Literal["imagenet", "none"] = "imagenet",
-                 augment: tuple[str, ...] = ("flip", "rotate", "contrast", "noise"), batch_size: int = 32,
-                 eval_batch_size: int | None = None, workers: int = 0,
-                 balance: Literal["none", "oversample"] = "none", cache: bool = True, cache_mb: int = 1024,
-                 drop_last: bool = False) -> None:
-        checks = [(seed >= 0, f"seed must be >= 0, got {seed}"),
-                  (batch_size >= 1 and (eval_batch_size is None or eval_batch_size >= 1),
-                   f"batch sizes must be >= 1, got {batch_size} and {eval_batch_size}"),
-                  (workers >= 0, f"workers must be >= 0, got {workers}"),
-                  (balance in ("none", "oversample"), f"balance must be 'none' or 'oversample', got {balance!r}")]
-        for ok, message in checks:
-            if not ok:
-                raise ParameterError(message)
+                 augment: tuple[str, ...] = ("flip", "rotate", "contrast", "noise"),
+                 batch_size: Annotated[int, Range(1)] = 32,
+                 eval_batch_size: Annotated[int | None, Range(1)] = None, workers: Annotated[int, Range(0)] = 0,
+                 balance: Literal["none", "oversample"] = "none", cache: bool = True,
+                 cache_mb: Annotated[int, Range(0)] = 1024, drop_last: bool = False) -> None:
+        check_arguments(DataModule, {k: v for k, v in locals().items() if k != "dataset"}, "data")
         fractions = checked_fractions(split)
         main = open_dataset(dataset)
         self.task = task or main.task

@@ -10,8 +10,10 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import threading
 from collections import Counter
 from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -84,24 +86,71 @@ class Sample:
         return frozenset() if self.label is None else frozenset({self.label})
 
 
+#: Environment variable with the most pixels an image may have (Pillow's guard against decompression
+#: bombs); 'none' lifts the limit. Unset: Pillow's own limit.
+MAX_PIXELS_ENV = "DEFECTLAB_MAX_IMAGE_PIXELS"
+
+
+_PILLOW_LIMIT_LOCK = threading.Lock()  # Pillow's limit is a module global: swap it under a lock
+
+
+def max_image_pixels() -> int | None:
+    """The pixel limit in force: DEFECTLAB_MAX_IMAGE_PIXELS, else the size at which Pillow itself refuses
+    an image (twice its MAX_IMAGE_PIXELS); None: no limit."""
+    from PIL import Image
+
+    value = os.environ.get(MAX_PIXELS_ENV, "").strip().lower()
+    if not value:
+        return None if Image.MAX_IMAGE_PIXELS is None else 2 * Image.MAX_IMAGE_PIXELS
+    if value in ("none", "0"):
+        return None
+    try:
+        return int(float(value))
+    except ValueError:
+        raise DataError(f"{MAX_PIXELS_ENV}={value!r}: expected a number of pixels or 'none'") from None
+
+
+@contextmanager
+def open_image(path: str | os.PathLike[str], what: str = "image") -> Iterator[Any]:
+    """``PIL.Image.open`` with defectlab's pixel limit in force; any failure to decode, an image over the
+    limit included, is an UnreadableImageError naming the file (``what`` says which file it is)."""
+    from PIL import Image, UnidentifiedImageError
+
+    limit = max_image_pixels()
+    try:
+        with _PILLOW_LIMIT_LOCK:  # only the header is read here; our own limit replaces Pillow's
+            saved, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+            try:
+                image = Image.open(path)
+            finally:
+                Image.MAX_IMAGE_PIXELS = saved
+        with image:
+            if limit is not None and image.width * image.height > limit:
+                raise UnreadableImageError(
+                    f"cannot read {what} '{path}': {image.width}x{image.height} is over the limit of {limit} "
+                    f"pixels (a guard against decompression bombs); set {MAX_PIXELS_ENV}=N to raise it, "
+                    f"or 'none' to lift it")
+            yield image
+    except UnreadableImageError:
+        raise
+    except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as exc:
+        raise UnreadableImageError(f"cannot read {what} '{path}': {exc}") from exc
+
+
 def read_image(path: str | os.PathLike[str], grey: bool | None = None) -> Any:
     """Decode an image file to a uint8 array (H, W) for grey images or (H, W, 3) for colour.
 
     ``grey=None`` keeps the file's own mode (a grey image stays one channel).
     """
     import numpy as np
-    from PIL import Image, UnidentifiedImageError
 
-    try:
-        with Image.open(path) as image:
-            image.load()
-            if grey is True or (grey is None and image.mode in ("L", "I;16", "I", "F", "1", "LA")):
-                image = image.convert("L") if image.mode not in ("I;16", "I", "F") else _to_uint8(image)
-            else:
-                image = image.convert("RGB")
-            return np.asarray(image)
-    except (OSError, UnidentifiedImageError, ValueError) as exc:
-        raise UnreadableImageError(f"cannot read image '{path}': {exc}") from exc
+    with open_image(path) as image:
+        image.load()
+        if grey is True or (grey is None and image.mode in ("L", "I;16", "I", "F", "1", "LA")):
+            image = image.convert("L") if image.mode not in ("I;16", "I", "F") else _to_uint8(image)
+        else:
+            image = image.convert("RGB")
+        return np.asarray(image)
 
 
 def _to_uint8(image: Any) -> Any:

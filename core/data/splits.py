@@ -83,6 +83,19 @@ def _allocate(sizes: list[int], fractions: Sequence[float]) -> list[list[int]]:
     return counts
 
 
+class SplitFractions:
+    """The check of a ``split`` setting, declared beside its type: 2 or 3 fractions >= 0 that sum to 1."""
+
+    def __str__(self) -> str:
+        return "(2 or 3 fractions summing to 1)"
+
+    def check(self, value: Sequence[float], where: str) -> None:
+        try:
+            checked_fractions(value)
+        except ParameterError as exc:
+            raise ParameterError(f"{where}: {exc}") from None
+
+
 def checked_fractions(fractions: Sequence[float]) -> dict[str, float]:
     """Split name -> fraction: three fractions are train/val/test, two are train/test (no val).
 

@@ -59,13 +59,14 @@ class Range:
 
 @dataclass(frozen=True)
 class Parameter:
-    """One constructor parameter: name, annotated type, default (``REQUIRED`` if none), doc, bounds."""
+    """One constructor parameter: name, annotated type, default (``REQUIRED`` if none), doc, and the checks
+    declared beside its type (``Annotated[int, Range(1)]``)."""
 
     name: str
     annotation: Any
     default: Any
     doc: str
-    bounds: Range | None = None
+    checks: tuple[Any, ...] = ()
 
     @property
     def required(self) -> bool:
@@ -73,11 +74,11 @@ class Parameter:
 
     @property
     def type_name(self) -> str:
-        return type_name(self.annotation) + (f" {self.bounds}" if self.bounds else "")
+        return " ".join([type_name(self.annotation), *map(str, self.checks)])
 
     def coerce(self, value: Any, where: str) -> Any:
-        """``value`` converted to the declared type and checked against the bounds (see :func:`coerce`)."""
-        return coerce(value, self.annotation, where, self.bounds)
+        """``value`` converted to the declared type and checked (see :func:`coerce`)."""
+        return coerce(value, self.annotation, where, self.checks)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -178,8 +179,8 @@ def parameters_of(obj: Any) -> tuple[Parameter, ...]:
     for p in signature.parameters.values():
         if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
             continue
-        annotation, bounds = split_bounds(hints.get(p.name, p.annotation))
-        params.append(Parameter(p.name, annotation, p.default, docs.get(p.name, ""), bounds))
+        annotation, checks = split_checks(hints.get(p.name, p.annotation))
+        params.append(Parameter(p.name, annotation, p.default, docs.get(p.name, ""), checks))
     return tuple(params)
 
 
@@ -188,12 +189,20 @@ def default_of(function: Any, name: str) -> Any:
     return inspect.signature(function).parameters[name].default
 
 
-def split_bounds(annotation: Any) -> tuple[Any, Range | None]:
-    """``Annotated[int, Range(1)]`` -> (int, Range(1)); any other annotation -> (it, None)."""
+def check_arguments(function: Any, values: dict[str, Any], where: str) -> None:
+    """Run the declared type and checks of ``function``'s parameters on ``values`` (e.g. ``locals()``),
+    for objects built directly in Python rather than from a config; ParameterError on the first problem."""
+    for parameter in parameters_of(function):
+        if parameter.name in values:
+            parameter.coerce(values[parameter.name], f"{where}.{parameter.name}")
+
+
+def split_checks(annotation: Any) -> tuple[Any, tuple[Any, ...]]:
+    """``Annotated[int, Range(1)]`` -> (int, (Range(1),)): the type, and the extras that can ``check`` a value."""
     if typing.get_origin(annotation) is typing.Annotated:
         base, *extras = typing.get_args(annotation)
-        return base, next((e for e in extras if isinstance(e, Range)), None)
-    return annotation, None
+        return base, tuple(e for e in extras if callable(getattr(e, "check", None)))
+    return annotation, ()
 
 
 def accepts_any_keyword(obj: Any) -> bool:
@@ -205,18 +214,21 @@ def accepts_any_keyword(obj: Any) -> bool:
     return any(p.kind is p.VAR_KEYWORD for p in signature.parameters.values())
 
 
-def coerce(value: Any, annotation: Any, where: str, bounds: Range | None = None) -> Any:
-    """Check ``value`` against ``annotation`` (and ``bounds``); strings from the command line are converted.
+def coerce(value: Any, annotation: Any, where: str, checks: tuple[Any, ...] = ()) -> Any:
+    """Convert ``value`` to ``annotation`` (strings from the command line included) and run its checks.
 
-    Raises ParameterError naming ``where`` (e.g. ``loss.alpha``) when the value does not fit.
+    Raises ParameterError naming ``where`` (e.g. ``loss.alpha``) when the value does not fit. A
+    check is any object with ``check(value, where)`` given in ``Annotated`` beside the type
+    (:class:`Range`, or a rule of its own such as fractions that sum to 1); None passes them all.
     """
-    annotation, declared = split_bounds(annotation)
+    annotation, declared = split_checks(annotation)
     try:
         converted = _coerce(value, annotation)
     except (TypeError, ValueError) as exc:
         raise ParameterError(f"{where}: expected {type_name(annotation)}, got {value!r}") from exc
-    if bounds or declared:
-        (bounds or declared).check(converted, where)
+    if converted is not None:
+        for check in checks or declared:
+            check.check(converted, where)
     return converted
 
 

@@ -4,27 +4,64 @@ from __future__ import annotations
 
 import json
 import platform
+import shutil
 import time
 from pathlib import Path
 from typing import Any
 
-from defectlab.plugin_system.files import write_json
+from defectlab.plugin_system.errors import DataError
+from defectlab.plugin_system.files import write_error, write_json
 from defectlab.plugin_system.version import VERSION
 
 
-def new_run_dir(workflow: str, out: str | Path | None = None, root: str | Path = "runs") -> Path:
-    """``out`` if given, else ``runs/<workflow>-<YYYYmmdd-HHMMSS>`` (suffixed if it already exists)."""
-    if out is not None:
-        folder = Path(out)
-    else:
+#: Files by which a folder is known to hold a workflow's output (a run, an evaluation, a report, ...).
+OUTPUT_MARKERS = ("config.json", "run.json", "metrics.jsonl", "metrics.json", "screen.json", "tune.json",
+                  "comparison.json", "report.html")
+
+
+def new_run_dir(workflow: str, out: str | Path | None = None, root: str | Path = "runs", *,
+                overwrite: bool = False, check: bool = True) -> Path:
+    """``out`` if given, else ``runs/<workflow>-<YYYYmmdd-HHMMSS>`` (suffixed if it already exists).
+
+    A folder that already holds output is never written over: a DataError says the way out
+    (``--resume``, another ``--out``, or ``overwrite=True``, which replaces it). A folder that is
+    not empty and holds no defectlab output is refused even with ``overwrite``: it is the user's.
+    ``check=False`` skips this (the other ranks of a distributed run, where rank 0 checked).
+    """
+    if out is None:
         stamp = time.strftime("%Y%m%d-%H%M%S")
         folder = Path(root) / f"{workflow}-{stamp}"
         suffix = 1
         while folder.exists():
             suffix += 1
             folder = Path(root) / f"{workflow}-{stamp}-{suffix}"
-    folder.mkdir(parents=True, exist_ok=True)
+    else:
+        folder = Path(out)
+        if check:
+            _claim(folder, overwrite)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise write_error(folder, exc) from exc
     return folder
+
+
+def _claim(folder: Path, overwrite: bool) -> None:
+    """Refuse, or with ``overwrite`` empty, a folder that already holds something."""
+    if folder.exists() and not folder.is_dir():
+        raise DataError(f"'{folder}' is a file; give a folder for the output")
+    if not folder.is_dir() or not any(folder.iterdir()):
+        return
+    marker = next((m for m in OUTPUT_MARKERS if (folder / m).exists()), None)
+    if marker is None:
+        raise DataError(f"'{folder}' is not empty and holds no defectlab output; choose a new or empty folder "
+                        f"for the output (nothing was written)")
+    if not overwrite:
+        resume = (f"continue it with `defectlab train --resume {folder}`, "
+                  if (folder / "last.pt").is_file() and (folder / "run.json").is_file() else "")
+        raise DataError(f"'{folder}' already holds the output of an earlier run ({marker}); {resume}choose another "
+                        f"--out, or pass --overwrite to replace it")
+    shutil.rmtree(folder)
 
 
 def environment_versions() -> dict[str, Any]:

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from defectlab.plugin_system.errors import ParameterError
+from defectlab.plugin_system.parameters import Range, check_arguments
 
 
 @dataclass(frozen=True)
@@ -47,51 +48,36 @@ class TrainSettings:
         progress: Show a progress bar per epoch.
     """
 
-    epochs: int = 10
+    epochs: Annotated[int, Range(1)] = 10
     optimizer: Literal["adamw", "sgd"] = "adamw"
-    lr: float = 1e-3
-    weight_decay: float = 0.01
-    momentum: float = 0.9
+    lr: Annotated[float, Range(0, low_open=True)] = 1e-3
+    weight_decay: Annotated[float, Range(0)] = 0.01
+    momentum: Annotated[float, Range(0, 1)] = 0.9
     schedule: Literal["cosine", "step", "constant"] = "cosine"
-    warmup_epochs: int = 0
-    min_lr: float = 0.0
-    step_size: int = 10
-    gamma: float = 0.1
-    clip_grad_norm: float | None = None
+    warmup_epochs: Annotated[int, Range(0)] = 0
+    min_lr: Annotated[float, Range(0)] = 0.0
+    step_size: Annotated[int, Range(1)] = 10
+    gamma: Annotated[float, Range(0, low_open=True)] = 0.1
+    clip_grad_norm: Annotated[float | None, Range(0, low_open=True)] = None
     amp: bool = True
-    seed: int = 0
+    seed: Annotated[int, Range(0)] = 0
     deterministic: bool = True
     monitor: str = "val/loss"
     mode: Literal["min", "max", "auto"] = "auto"
-    patience: int | None = None
-    min_delta: float = 0.0
-    eval_every: int = 1
+    patience: Annotated[int | None, Range(1)] = None
+    min_delta: Annotated[float, Range(0)] = 0.0
+    eval_every: Annotated[int, Range(1)] = 1
     device: str = "auto"
     init_from: str | None = None
     linear_probe: bool = False
     progress: bool = True
 
     def __post_init__(self) -> None:
-        checks = [
-            (self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}"),
-            (self.optimizer in ("adamw", "sgd"), f"optimizer must be 'adamw' or 'sgd', got {self.optimizer!r}"),
-            (self.lr > 0, f"lr must be > 0, got {self.lr}"),
-            (self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}"),
-            (self.schedule in ("cosine", "step", "constant"),
-             f"schedule must be 'cosine', 'step' or 'constant', got {self.schedule!r}"),
-            (0 <= self.warmup_epochs < self.epochs,
-             f"warmup_epochs must be in [0, epochs) = [0, {self.epochs}), got {self.warmup_epochs}"),
-            (0 <= self.min_lr <= self.lr, f"min_lr must be in [0, lr], got {self.min_lr}"),
-            (self.step_size >= 1, f"step_size must be >= 1, got {self.step_size}"),
-            (self.clip_grad_norm is None or self.clip_grad_norm > 0,
-             f"clip_grad_norm must be > 0 or None, got {self.clip_grad_norm}"),
-            (self.mode in ("min", "max", "auto"), f"mode must be 'min', 'max' or 'auto', got {self.mode!r}"),
-            (self.patience is None or self.patience >= 1, f"patience must be >= 1 or None, got {self.patience}"),
-            (self.eval_every >= 1, f"eval_every must be >= 1, got {self.eval_every}"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise ParameterError(f"train: {message}")
+        check_arguments(type(self), asdict(self), "train")
+        if not self.warmup_epochs < self.epochs:
+            raise ParameterError(f"train.warmup_epochs: must be below epochs = {self.epochs}, got {self.warmup_epochs}")
+        if not self.min_lr <= self.lr:
+            raise ParameterError(f"train.min_lr: must be at most lr = {self.lr:g}, got {self.min_lr:g}")
 
     @property
     def minimise(self) -> bool:

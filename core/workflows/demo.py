@@ -30,14 +30,19 @@ def demo_config(epochs: int, image_size: int) -> dict[str, Any]:
     }
 
 
-def run_demo(out: str | Path, epochs: int = DEFAULT_EPOCHS, image_size: int = DEFAULT_IMAGE_SIZE,
-             say: Callable[[str], None] = print) -> dict[str, Any]:
-    """Screen, transfer, train from scratch and compare; returns the paths and the comparison rows."""
+def run_demo(out: str | Path | None = None, epochs: int = DEFAULT_EPOCHS, image_size: int = DEFAULT_IMAGE_SIZE,
+             say: Callable[[str], None] = print, overwrite: bool = False) -> dict[str, Any]:
+    """Screen, transfer, train from scratch and compare; returns the paths and the comparison rows.
+
+    ``out`` defaults to runs/demo-<time>; one that holds an earlier demo is refused unless ``overwrite``.
+    """
     from defectlab.runs.report import write_comparison
+    from defectlab.runs.run import new_run_dir, write_resolved_config
     from defectlab.workflows.screen import screen
     from defectlab.workflows.train import train
 
-    out = Path(out)
+    out = new_run_dir("demo", out, overwrite=overwrite)
+    write_resolved_config(out, {"demo": {"epochs": epochs, "image_size": image_size}})
     say(f"1/4 screening: is {SOURCE} a good source for {TARGET}? (EMD x Gini / shared classes)")
     screening = screen({"name": "elpv", "cell_type": "mono", "binary": True},
                        [{"name": "elpv", "cell_type": "poly", "binary": True}])

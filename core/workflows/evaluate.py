@@ -10,7 +10,7 @@ from defectlab.workflows.predict import load_trained
 
 
 def evaluate_run(run: str | Path, dataset: Any = None, split: str = "test", which: str = "best",
-                 out: str | Path | None = None) -> dict[str, Any]:
+                 out: str | Path | None = None, overwrite: bool = False) -> dict[str, Any]:
     """Score a run's model with its loss and evaluators on a whole ``dataset``, or on ``split`` of its own data.
 
     Writes metrics.json and each evaluator's plots and tables (misclassified.csv, ...) to
@@ -44,6 +44,6 @@ def evaluate_run(run: str | Path, dataset: Any = None, split: str = "test", whic
     for component in (loss, *evaluators):
         if hasattr(component, "setup"):
             component.setup(classes=list(data.classes), class_counts=data.class_counts("train"))
-    target = new_run_dir("evaluate", out, root=folder)
+    target = new_run_dir("evaluate", out, root=folder, overwrite=overwrite)
     results = write_evaluation(trained.model, loss, data, split, evaluators, torch.device("cpu"), target)
     return {**results, "folder": str(target)}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import shutil
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +16,7 @@ from defectlab.data.datasets import (
     read_image,
 )
 from defectlab.plugin_system.errors import DataError
+from defectlab.plugin_system.files import atomic_write
 from defectlab.training.checkpoints import checkpoint_path, load_checkpoint
 
 
@@ -43,34 +45,62 @@ def load_trained(run_or_file: str | Path, which: str = "best") -> TrainedModel:
     return TrainedModel(model, state["task"], state["classes"], state["transform"], file)
 
 
-def image_inputs(inputs: Sequence[str | Path]) -> list[Path]:
-    """The image files named by ``inputs``: files as given, folders searched recursively."""
-    found: list[Path] = []
+def image_inputs(inputs: Sequence[str | Path]) -> list[tuple[Path, str]]:
+    """The image files named by ``inputs`` (files as given, folders searched recursively), each with a
+    name unique among them for its outputs.
+
+    A file in a folder input is named by its path below that folder (``crack/000.png`` and
+    ``good/000.png`` stay apart), prefixed by the folder's name when several inputs are given; a
+    name taken twice all the same gets ``-2``, ``-3``, ...
+    """
+    found: list[tuple[Path, str]] = []
     for item in inputs:
         path = Path(item)
+        prefix = f"{path.name}/" if len(inputs) > 1 else ""
         if path.is_dir():
-            found += image_files(path)
+            found += [(file, prefix + file.relative_to(path).as_posix()) for file in image_files(path)]
         elif path.is_file():
-            found.append(path)
+            found.append((path, path.name))
         else:
             raise DataError(f"'{path}' is neither an image file nor a folder")
     if not found:
         raise DataError(f"no image files in {', '.join(map(str, inputs))} (suffixes {', '.join(IMAGE_SUFFIXES)})")
-    return found
+    taken: set[str] = set()
+    named = []
+    for path, name in found:
+        stem, suffix, count = str(Path(name).with_suffix("")), Path(name).suffix, 1
+        while name in taken:
+            count += 1
+            name = f"{stem}-{count}{suffix}"
+        taken.add(name)
+        named.append((path, name))
+    return named
 
 
-def _batches(files: list[Path], size: int) -> Iterator[list[Path]]:
+def _batches(files: list[tuple[Path, str]], size: int) -> Iterator[list[tuple[Path, str]]]:
     for start in range(0, len(files), size):
         yield files[start:start + size]
 
 
+@dataclass(frozen=True)
+class Predictions:
+    """What :func:`predict` wrote: the CSV, how many images it predicted and how many it could not read."""
+
+    csv: Path
+    predicted: int
+    failed: int
+    masks: Path | None = None
+
+
 def predict(run_or_file: str | Path, inputs: Sequence[str | Path], out: str | Path, batch_size: int = 32,
-            which: str = "best", threshold: float = 0.5) -> Path:
+            which: str = "best", threshold: float = 0.5, overwrite: bool = False) -> Predictions:
     """Predict every image in ``inputs`` and write ``out`` (CSV); unreadable files get a row with the error.
 
     Classification rows: path, predicted class, confidence, one probability per class.
     Segmentation rows: path, defect pixels, defect fraction and the mask PNG written beside the
-    CSV (``<out stem>_masks/``) at the image's own size.
+    CSV (``<out stem>_masks/``, under each image's unique name) at the image's own size. An
+    existing CSV or mask folder is replaced only with ``overwrite``, and nothing is written into a
+    run's folder. A DataError when no image could be predicted (the CSV lists why).
     """
     import numpy as np
     import torch
@@ -78,16 +108,17 @@ def predict(run_or_file: str | Path, inputs: Sequence[str | Path], out: str | Pa
 
     trained = load_trained(run_or_file, which)
     transform = ImageTransform(task=trained.task, **trained.transform)
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    masks = out.with_name(out.stem + "_masks")
     segment = trained.task == "segment"
+    out = Path(out)
+    masks = out.with_name(out.stem + "_masks") if segment else None
+    files = image_inputs(inputs)
+    _check_outputs(out, masks, overwrite)
     header = (["path", "defect_pixels", "defect_fraction", "mask"] if segment else
               ["path", "predicted", "confidence", *[f"p_{c}" for c in trained.classes]]) + ["error"]
     rows: list[dict[str, Any]] = []
-    for group in _batches(image_inputs(inputs), batch_size):
+    for group in _batches(files, batch_size):
         images, sizes, kept = [], [], []
-        for path in group:
+        for path, name in group:
             try:
                 image = read_image(path)
             except UnreadableImageError as exc:
@@ -95,33 +126,56 @@ def predict(run_or_file: str | Path, inputs: Sequence[str | Path], out: str | Pa
                 continue
             sizes.append(image.shape[:2])
             images.append(transform(transform.resize(image), train=False))
-            kept.append(path)
+            kept.append((path, name))
         if not images:
             continue
         with torch.no_grad():
             logits = trained.model(torch.stack(images)).float()
-        if segment:
-            masks.mkdir(parents=True, exist_ok=True)
+        if masks is not None:
             probability = torch.sigmoid(logits[:, 0]) if logits.shape[1] == 1 else torch.softmax(logits, 1)
-            for path, size, prob in zip(kept, sizes, probability):
+            for (path, name), size, prob in zip(kept, sizes, probability):
                 mask = (prob > threshold) if prob.ndim == 2 else prob.argmax(0).bool()
                 mask_image = _resized_mask(mask.numpy().astype(np.uint8), size)
-                target = masks / f"{path.stem}.png"
+                target = (masks / name).with_suffix(".png")
                 _save_png(mask_image * (255 if mask_image.max() <= 1 else 1), target)
                 defect = int((mask_image > 0).sum())
                 rows.append({"path": str(path), "defect_pixels": defect, "defect_fraction": defect / mask_image.size,
                              "mask": str(target), "error": ""})
         else:
             probabilities = torch.softmax(logits, 1)
-            for path, row in zip(kept, probabilities.tolist()):
+            for (path, _), row in zip(kept, probabilities.tolist()):
                 best = int(np.argmax(row))
                 rows.append({"path": str(path), "predicted": trained.classes[best], "confidence": row[best],
                              **{f"p_{c}": p for c, p in zip(trained.classes, row)}, "error": ""})
-    with out.open("w", newline="") as handle:
+    with atomic_write(out) as temporary, temporary.open("w", newline="") as handle:
         writer = csv.DictWriter(handle, header)
         writer.writeheader()
         writer.writerows(rows)
-    return out
+    failed = sum(1 for row in rows if row["error"])
+    result = Predictions(out, len(rows) - failed, failed, masks)
+    if result.predicted == 0:
+        raise DataError(f"none of the {failed} images could be predicted; {out} lists why")
+    return result
+
+
+def _check_outputs(out: Path, masks: Path | None, overwrite: bool) -> None:
+    """Refuse to write into a run's folder, or over an earlier CSV or mask folder without ``overwrite``."""
+    from defectlab.runs.run import OUTPUT_MARKERS
+
+    folder = out.parent
+    if any((folder / marker).exists() for marker in ("run.json", "config.json")):
+        raise DataError(f"--out {out} lies in the run folder '{folder}'; predictions go outside runs, e.g. "
+                        f"--out predictions/{out.name}")
+    if out.is_dir():
+        raise DataError(f"--out {out} is a folder; give the CSV file to write")
+    existing = [p for p in (out, masks) if p is not None and p.exists() and (p.is_file() or any(p.iterdir()))]
+    if existing and not overwrite:
+        raise DataError(f"{' and '.join(map(str, existing))} already exist(s) from an earlier prediction; choose "
+                        f"another --out, or pass --overwrite to replace them")
+    if masks is not None and masks.is_dir() and overwrite:
+        if any((masks / marker).exists() for marker in OUTPUT_MARKERS):
+            raise DataError(f"'{masks}' holds a run, not masks; choose another --out")
+        shutil.rmtree(masks)
 
 
 def _resized_mask(mask: Any, size: tuple[int, int]) -> Any:
@@ -134,4 +188,5 @@ def _resized_mask(mask: Any, size: tuple[int, int]) -> Any:
 def _save_png(array: Any, path: Path) -> None:
     from PIL import Image
 
-    Image.fromarray(array.astype("uint8")).save(path)
+    with atomic_write(path) as temporary:
+        Image.fromarray(array.astype("uint8")).save(temporary, format="PNG")

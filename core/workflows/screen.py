@@ -227,8 +227,8 @@ def screen_schema() -> dict[str, Any]:
     }
 
 
-def run_screen(settings: Mapping[str, Any], out: str | Path | None = None, source: str = "config"
-               ) -> tuple[ScreeningResult, Path, dict[str, Path]]:
+def run_screen(settings: Mapping[str, Any], out: str | Path | None = None, source: str = "config",
+               overwrite: bool = False) -> tuple[ScreeningResult, Path, dict[str, Path]]:
     """A whole screening from a config's values: validate, screen, write the run folder.
 
     Missing distance/imbalance names take :func:`screen`'s defaults; every problem is reported
@@ -250,6 +250,6 @@ def run_screen(settings: Mapping[str, Any], out: str | Path | None = None, sourc
     saving = {k: options.pop(k) for k in ("balance", "seed") if k in options}
     result = screen(settings["target"], settings["sources"], distance=settings["distance"],
                     imbalance=settings["imbalance"], **options)
-    folder = new_run_dir("screen", out)
+    folder = new_run_dir("screen", out, overwrite=overwrite)
     write_resolved_config(folder, settings, saving.get("seed", default_of(ScreeningResult.save, "seed")))
     return result, folder, result.save(folder, **saving)

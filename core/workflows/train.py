@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from defectlab.plugin_system.config import Section, validate
-from defectlab.plugin_system.errors import ConfigError, DataError, DefectlabError
+from defectlab.plugin_system.errors import ConfigError, DataError, DefectlabError, ParameterError
 
 DEFAULT_LOSS = {"classify": {"name": "cross_entropy"}, "segment": {"name": "dibe"}}
 DEFAULT_EVALUATORS = {"classify": [{"name": "classification"}], "segment": [{"name": "segmentation"}]}
@@ -92,8 +92,11 @@ def check_config(config: Mapping[str, Any], source: str = "config") -> None:
     for name, stage in stages:
         where = f"stages.{name}." if name else ""
         found = validate(stage, train_schema())
+        if isinstance(stage.get("train", {}), Mapping) and not any(p.startswith("train.") for p in found):
+            found.extend(_settings_problems(stage.get("train", {})))
         data = stage.get("data")
         if isinstance(data, Mapping):
+            found.extend(_channel_problems(data, stage.get("model")))
             if "dataset" not in data:
                 found.append("data.dataset: required: a path, NAME, NAME:VALUE or a {name = ...} table")
             elif isinstance(data["dataset"], Mapping):
@@ -101,6 +104,27 @@ def check_config(config: Mapping[str, Any], source: str = "config") -> None:
         problems.extend(where + p for p in found if where + p not in problems)
     if problems:
         raise ConfigError(problems, source)
+
+
+def _settings_problems(values: Mapping[str, Any]) -> list[str]:
+    """What the [train] table breaks across its settings (warm-up longer than the training, ...)."""
+    from defectlab.training.settings import TrainSettings
+
+    try:
+        TrainSettings(**resolved_settings(values, TrainSettings))
+    except ParameterError as exc:
+        return [str(exc)]
+    return []
+
+
+def _channel_problems(data: Mapping[str, Any], model: Any) -> list[str]:
+    """data.channels and model.in_chans, when both are set, must agree (either alone is followed by the other)."""
+    in_chans = model.get("in_chans") if isinstance(model, Mapping) else None
+    channels = data.get("channels")
+    if in_chans is None or channels is None or str(in_chans) == str(channels):
+        return []
+    return [f"model.in_chans: {in_chans} differs from data.channels = {channels}; the model would get "
+            f"{channels}-channel images. Set one of them (the other follows), or both alike"]
 
 
 def _spec_problems(kind: str, spec: Mapping[str, Any], where: str) -> list[str]:
@@ -137,8 +161,9 @@ def build_stage(config: Mapping[str, Any], splits_csv: Path | None = None) -> tu
     seed_everything(settings.seed)
     component, model_params = resolve_spec("backbone", config["model"], "model")
     defaults = {p.name: p.default for p in component.parameters if not p.required}
-    in_chans = int(model_params.get("in_chans", defaults.get("in_chans", 3)))
     data_values = dict(config["data"])
+    # the model's input channels and the data's channels follow whichever of the two is set
+    in_chans = int(model_params.get("in_chans", data_values.get("channels", defaults.get("in_chans", 3))))
     data_values.setdefault("channels", in_chans)
     if splits_csv is not None:
         data_values["splits_csv"] = str(splits_csv)
@@ -182,15 +207,17 @@ def checkpoint_description(resolved: Mapping[str, Any], data: Any) -> dict[str, 
 
 def train(config: str | Path | Mapping[str, Any] | None = None, *, out: str | Path | None = None,
           overrides: Sequence[str] = (), resume: str | Path | None = None, init_from: str | Path | None = None,
-          linear_probe: bool | None = None, callbacks: Sequence[Any] = ()) -> Any:
+          linear_probe: bool | None = None, callbacks: Sequence[Any] = (), overwrite: bool = False) -> Any:
     """Train from a TOML file or a config dict (or resume a run) and return the finished :class:`Run`.
 
     ``overrides`` are ``KEY=VALUE`` strings as on the command line; ``init_from`` and
     ``linear_probe`` set ``train.init_from`` / ``train.linear_probe``. A staged config returns
-    the top run, whose ``stages`` are the stage runs.
+    the top run, whose ``stages`` are the stage runs. An ``out`` folder that holds a run is
+    refused unless ``overwrite`` is set.
     """
     from defectlab.plugin_system.config import apply_overrides, load_toml
     from defectlab.runs.run import new_run_dir
+    from defectlab.training.distributed import world_from_environment
 
     if resume is not None:
         return _resume(Path(resume), overrides, callbacks)
@@ -204,7 +231,7 @@ def train(config: str | Path | Mapping[str, Any] | None = None, *, out: str | Pa
     if linear_probe is not None:
         values.setdefault("train", {})["linear_probe"] = linear_probe
     check_config(values, source)
-    folder = new_run_dir("train", out)
+    folder = new_run_dir("train", out, overwrite=overwrite, check=world_from_environment().is_main)
     stages = stage_configs(values)
     if stages[0][0] == "":
         return _train_stage(values, folder, callbacks)

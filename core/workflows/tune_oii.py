@@ -234,7 +234,7 @@ def tune_oii(config: str | Path | Mapping[str, Any], *, interval: Sequence[float
              alpha_range: Sequence[float] = DEFAULT_RANGE, max_trials: int = DEFAULT_MAX_TRIALS,
              out: str | Path | None = None, overrides: Sequence[str] = (), tie_beta: bool = True,
              split: str = "val", trainer: TrialTrainer | None = None,
-             on_trial: Callable[[Trial], None] | None = None) -> OIITuning:
+             on_trial: Callable[[Trial], None] | None = None, overwrite: bool = False) -> OIITuning:
     """Bisect the loss's α until a run's OII lies in ``interval`` (at most ``max_trials`` trainings).
 
     Each trial trains into ``out``/trial-<k>-alpha-<α> with ``trainer`` (default: ``train_trial``
@@ -252,7 +252,7 @@ def tune_oii(config: str | Path | Mapping[str, Any], *, interval: Sequence[float
         raise ParameterError(f"split must be 'val' or 'test', got {split!r}")
     values = prepared_config(config, overrides, bracket, tie_beta)
     train = trainer or (lambda trial_config, folder: train_trial(trial_config, folder, split))
-    folder = new_run_dir("tune-oii", out)
+    folder = new_run_dir("tune-oii", out, overwrite=overwrite)
     result = OIITuning(target, bracket, max_trials, loss_spec(values)["name"], tie_beta, folder=str(folder))
     low, high = bracket
     try:
