@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
-from defectlab_plugins.class_imbalance import gini_coefficient
+from defectlab_plugins.class_imbalance.metrics import gini_coefficient
 
 from tests.test_datasets import write_image, write_mask, write_text
 
@@ -90,7 +90,9 @@ def test_imbalance_from_a_dataset(run_cli, folders):
     result = run_cli("imbalance", "gini", "--data", str(folders), "--json")
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
-    assert report["counts"] == [4.0, 3.0]  # ok 4, scratch 2 + the unreadable file: counts come from the listing
-    assert report["value"] == pytest.approx(gini_coefficient([4, 3])) == pytest.approx(1 / 14)  # 1 - 2 * 13/28
+    assert report["counts"] == [4.0, 2.0]  # ok 4, scratch 2: the unreadable file is left out of the counts
+    assert report["unreadable"] == 1
+    # sorted 2, 4: B = (1/3 + 0)/4 + (1 + 1/3)/4 = 5/12, G = 1 - 2B = 1/6
+    assert report["value"] == pytest.approx(gini_coefficient([4, 2])) == pytest.approx(1 / 6)
     result = run_cli("imbalance", "gini", "--data", str(folders), "--counts", "1,2")
     assert result.exit_code == 2 and "one of them" in result.output

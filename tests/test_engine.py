@@ -208,5 +208,5 @@ def test_schedule_warms_up_then_follows_the_cosine():
 
 
 def test_bad_settings_say_what_is_allowed():
-    with pytest.raises(dl.ParameterError, match=r"warmup_epochs must be in \[0, epochs\)"):
+    with pytest.raises(dl.ParameterError, match=r"train.warmup_epochs: must be below epochs = 2"):
         TrainSettings(epochs=2, warmup_epochs=2)

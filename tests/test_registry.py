@@ -83,10 +83,10 @@ def test_create_rejects_wrong_parameters_before_building(defectlab_plugin, param
 
 
 def test_missing_required_parameter(defectlab_plugin):
-    defectlab_plugin(plugin_of(register_backbones=lambda: [needs_size]))
-    with pytest.raises(dl.ParameterError, match="backbone.size: required parameter"):
-        dl.create("backbone", "needs_size")
-    assert dl.create("backbone", "needs_size", size="3") == 3
+    defectlab_plugin(plugin_of(register_losses=lambda: [needs_size]))
+    with pytest.raises(dl.ParameterError, match="loss.size: required parameter"):
+        dl.create("loss", "needs_size")
+    assert dl.create("loss", "needs_size", size="3") == 3
 
 
 def test_unknown_names_suggest_close_matches():
@@ -99,8 +99,8 @@ def test_unknown_names_suggest_close_matches():
 def test_list_filters_by_pattern_in_natural_order(defectlab_plugin):
     def net10(): """Ten."""
     def net2(): """Two."""
-    defectlab_plugin(plugin_of(register_backbones=lambda: [net10, net2]))
-    assert [c.name for c in dl.list_components("backbone", "net*")] == ["net2", "net10"]
+    defectlab_plugin(plugin_of(register_losses=lambda: [net10, net2]))
+    assert [c.name for c in dl.list_components("loss", "net*")] == ["net2", "net10"]
     assert [c.name for c in dl.list_components("imbalance", "*i*")] == ["gini", "imbalance_ratio", "oii"]
 
 
@@ -117,10 +117,10 @@ def test_a_raising_hook_is_recorded_and_others_keep_working(defectlab_plugin):
     def broken():
         raise RuntimeError("boom")
 
-    defectlab_plugin(plugin_of(register_losses=broken, register_backbones=lambda: [needs_size]), name="half")
+    defectlab_plugin(plugin_of(register_losses=broken, register_evaluators=lambda: [needs_size]), name="half")
     record = next(p for p in dl.plugins() if p.name == "half")
     assert "register_losses() raised RuntimeError: boom" in record.error
-    assert dl.create("backbone", "needs_size", size=1) == 1
+    assert dl.create("evaluator", "needs_size", size=1) == 1
     assert dl.create("imbalance", "gini")([1, 1]) == 0
 
 
@@ -223,9 +223,9 @@ def test_two_distributions_with_one_plugin_name(monkeypatch):
 
 
 def test_name_colon_value_sets_the_first_parameter(defectlab_plugin):
-    defectlab_plugin(plugin_of(register_backbones=lambda: [needs_size]))
-    assert dl.create("backbone", "needs_size:7") == 7
-    assert dl.create("backbone", {"name": "needs_size:7"}) == 7
+    defectlab_plugin(plugin_of(register_losses=lambda: [needs_size]))
+    assert dl.create("loss", "needs_size:7") == 7
+    assert dl.create("loss", {"name": "needs_size:7"}) == 7
     with pytest.raises(dl.ParameterError, match="takes no parameters"):
         dl.create("imbalance", "gini:3")
 
@@ -257,3 +257,28 @@ def test_the_fixture_refuses_an_installed_plugin_under_a_second_name(defectlab_p
     defectlab_plugin(plugin_of(register_losses=lambda: [ToyLoss]), name="toys")
     with pytest.raises(dl.PluginError, match="a plugin named 'toys' is already registered"):
         defectlab_plugin(plugin_of(register_losses=lambda: [ToyLoss]), name="toys")
+
+
+def test_a_backbone_must_declare_its_tasks_and_take_the_engine_parameters(defectlab_plugin):
+    def no_tasks(num_classes: int = 2, in_chans: int = 3, weights: str | None = None):
+        """No tasks."""
+
+    def no_weights(num_classes: int = 2, in_chans: int = 3):
+        """No weights."""
+    no_weights.tasks = ("classify",)
+
+    def odd_task(num_classes: int = 2, in_chans: int = 3, weights: str | None = None):
+        """An unknown task."""
+    odd_task.tasks = ("paint",)
+
+    def fine(num_classes: int = 2, in_chans: int = 3, weights: str | None = None):
+        """Fine."""
+    fine.tasks = ("classify",)
+    record = defectlab_plugin(plugin_of(register_backbones=lambda: [no_tasks, no_weights, odd_task, fine]),
+                              name="nets")
+    assert "backbone 'no_tasks' does not declare 'tasks'" in record.error
+    assert "backbone 'no_weights' takes no weights: every backbone is built with num_classes, in_chans, weights" in (
+        record.error)
+    assert "backbone 'odd_task' declares tasks ['paint']; give one or more of classify, segment, detect, embed" in (
+        record.error)
+    assert [c.name for c in dl.list_components("backbone", "*") if c.plugin == "nets"] == ["fine"]

@@ -37,12 +37,32 @@ class TinyNet(nn.Module):
         return self.head(self.forward_features(x))
 
 
+class TinySegNet(nn.Module):
+    """A one-layer segmentation net (fault tests): a 3x3 convolution to one defect logit per pixel.
+
+    Args:
+        num_classes: Logits per pixel (1: binary).
+        in_chans: Input channels.
+        weights: Unused (random initialisation only).
+    """
+
+    name = "tiny_segnet"
+    tasks = ("segment",)
+
+    def __init__(self, num_classes: int = 1, in_chans: int = 3, weights: str | None = None):
+        super().__init__()
+        self.conv = nn.Conv2d(in_chans, num_classes, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x)
+
+
 class TinyModels:
-    """Plugin object registering TinyNet."""
+    """Plugin object registering TinyNet and TinySegNet."""
 
     @hookimpl
     def register_backbones(self):
-        return [TinyNet]
+        return [TinyNet, TinySegNet]
 
 
 def write_two_class_folder(root: Path, per_class: int = 20, size: int = 16, seed: int = 0) -> Path:

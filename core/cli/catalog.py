@@ -39,13 +39,19 @@ def list_command(kind: str | None, pattern: str, as_json: bool) -> None:
     from defectlab.plugin_system.components import list_components
     from defectlab.plugin_system.errors import UnknownComponentError, did_you_mean
 
-    if kind is not None and kind not in KINDS and pattern == "*":
+    if kind is not None and kind not in KINDS:
+        if pattern != "*":
+            raise UnknownComponentError(f"unknown kind '{kind}'{did_you_mean(kind, KINDS)} (kinds: {', '.join(KINDS)})")
         kind, pattern = None, kind
     components = list_components(kind, pattern)
-    if not components and kind is None and pattern not in ("*",) and not any(c in pattern for c in "*?["):
-        hint = did_you_mean(pattern, KINDS)
-        if hint:
-            raise UnknownComponentError(f"no component is named '{pattern}' and it is not a kind{hint}")
+    if not components and not any(c in pattern for c in "*?["):
+        names = [c.name for c in list_components(kind)] + ([] if kind else list(KINDS))
+        what = f"{kind} component" if kind else "component or kind"
+        raise UnknownComponentError(f"no {what} is named '{pattern}'{did_you_mean(pattern, names)} "
+                                    f"(see `defectlab list{' ' + kind if kind else ''}`)")
+    if not components and not as_json:
+        click.echo(f"no {kind + ' ' if kind else ''}component matches '{pattern}'", err=True)
+        return
     if as_json:
         echo_json([c.to_dict() for c in components])
         return

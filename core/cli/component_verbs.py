@@ -58,15 +58,19 @@ def imbalance_command(name: str, counts: str | None, data: str | None, tp: float
         if (counts is None) == (data is None):
             raise click.UsageError(f"'{name}' is an input-scope metric: pass --counts (e.g. --counts 349,62,250) "
                                    f"or --data DATASET, one of them")
-        if data is not None:
+        unreadable = 0
+        if data is not None:  # only the images that can be read count
             from defectlab.data.datasets import open_dataset
 
-            values = [float(c) for c in open_dataset(data).class_counts()]
+            dataset = open_dataset(data)
+            values = [float(c) for c in dataset.class_counts(index for index, _ in dataset.iter_images())]
+            unreadable = len(dataset.unreadable)
         else:
             values = parse_counts(counts)
         value = float(metric(values))
-        result = {"metric": name, "scope": "input", "counts": values, "value": value}
-        text = f"{name} = {format_number(value)}  ({len(values)} classes, {sum(values):g} samples)"
+        result = {"metric": name, "scope": "input", "counts": values, "value": value, "unreadable": unreadable}
+        text = f"{name} = {format_number(value)}  ({len(values)} classes, {sum(values):g} samples" + (
+            f", {unreadable} unreadable images left out)" if unreadable else ")")
     else:
         missing = [flag for flag, v in (("--tp", tp), ("--fp", fp), ("--fn", fn)) if v is None]
         if missing:

@@ -237,6 +237,12 @@ class DataModule:
         self.datasets = {name: explicit.get(name, main) for name in self.splits}
         for data in {id(d): d for d in self.datasets.values()}.values():
             self._check_targets(data)
+        if self.task == "classify":
+            present = [c for c, n in zip(self.classes, main.class_counts()) if n]
+            if len(present) < 2:
+                raise DataError(f"{main!r} has images of {len(present)} class(es) ({', '.join(present) or 'none'}); a "
+                                f"classifier needs at least two: add a folder of each class (e.g. good/ and "
+                                f"defect/), or check the dataset's path and format")
         if splits_csv is not None and not Path(splits_csv).exists():
             self.save_splits(splits_csv)
         self._weights = self._oversampling_weights() if balance == "oversample" else None

@@ -12,7 +12,7 @@ import logging
 import os
 import threading
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -221,11 +221,12 @@ class DefectDataset:
             self.unreadable[key] = str(exc)
             log.warning("skipping %s", exc)
 
-    def class_counts(self) -> list[int]:
-        """Samples per class, in the order of ``classes`` (a detection image counts once per class)."""
+    def class_counts(self, indices: Iterable[int] | None = None) -> list[int]:
+        """Samples per class (of ``indices``, else of all), in the order of ``classes``; a detection image
+        counts once per class it shows."""
         counter: Counter[int] = Counter()
-        for sample in self.samples:
-            counter.update(sample.labels)
+        for index in range(len(self.samples)) if indices is None else indices:
+            counter.update(self.samples[index].labels)
         return [counter.get(i, 0) for i in range(len(self.classes))]
 
     def fingerprint(self) -> str:

@@ -35,15 +35,15 @@ def stale_temporaries(folder: Path) -> list[Path]:
 FULL_BELOW = 2**20  # bytes free under which a failed write is put down to a full disk
 
 
-def write_error(path: Path, exc: Exception) -> WriteError:
-    """A one-line WriteError for a failed write of ``path``, naming the cause."""
+def write_error(path: Path | None, exc: Exception) -> WriteError:
+    """A one-line WriteError for a failed write of ``path`` (None: standard output), naming the cause."""
     if isinstance(exc, OSError) and exc.errno not in (errno.ENOSPC, errno.EDQUOT):
         cause = exc.strerror or str(exc)
-    elif isinstance(exc, OSError) or _free_bytes(path.parent) < FULL_BELOW:
+    elif isinstance(exc, OSError) or _free_bytes(path.parent if path else Path.cwd()) < FULL_BELOW:
         cause = "the disk is full; free some space and run the command again"
     else:  # a library's own write error (torch.save raises RuntimeError)
         cause = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return WriteError(f"cannot write '{path}': {cause}")
+    return WriteError(f"cannot write {f'{str(path)!r}' if path else 'the output'}: {cause}")
 
 
 def _free_bytes(folder: Path) -> int:

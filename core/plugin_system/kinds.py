@@ -13,6 +13,7 @@ class Kind:
     hook: str
     summary: str
     required_attributes: tuple[str, ...] = ()
+    required_parameters: tuple[str, ...] = ()
 
 
 KINDS: dict[str, Kind] = {
@@ -25,7 +26,8 @@ KINDS: dict[str, Kind] = {
             "a number from class counts (input) or TP/FP/FN (output)",
             ("scope",),
         ),
-        Kind("backbone", "register_backbones", "a torch.nn.Module factory for one or more tasks"),
+        Kind("backbone", "register_backbones", "a torch.nn.Module factory for one or more tasks", ("tasks",),
+             ("num_classes", "in_chans", "weights")),
         Kind("ssl", "register_ssl_objectives", "a self-supervised pretraining objective"),
         Kind("loss", "register_losses", "a loss: forward(pred, target) -> Tensor"),
         Kind("evaluator", "register_evaluators", "stateful metrics: update, compute, reset"),
@@ -34,3 +36,4 @@ KINDS: dict[str, Kind] = {
 }
 
 IMBALANCE_SCOPES = ("input", "output")
+BACKBONE_TASKS = ("classify", "segment", "detect", "embed")

@@ -178,6 +178,21 @@ class PluginLoader:
                 self._registry.record_failure(record, f"register_commands() raised {_short_error(exc)}", exc)
 
 
+def raising_plugin(exc: BaseException) -> str | None:
+    """The plugin whose code raised ``exc`` (the innermost traceback frame in a plugin's package), if any."""
+    if _loader is None:
+        return None
+    modules = {record.module: name for name, record in _loader.registry.plugins.items() if record.module}
+    tb, found = exc.__traceback__, None
+    while tb is not None:
+        module = tb.tb_frame.f_globals.get("__name__", "")
+        owner = next((name for prefix, name in modules.items()
+                      if module == prefix or module.startswith(prefix + ".")), None)
+        found = owner or found
+        tb = tb.tb_next
+    return found
+
+
 _loader: PluginLoader | None = None
 
 

@@ -14,7 +14,7 @@ from defectlab.plugin_system.errors import (
     UnknownComponentError,
     did_you_mean,
 )
-from defectlab.plugin_system.kinds import IMBALANCE_SCOPES, KINDS
+from defectlab.plugin_system.kinds import BACKBONE_TASKS, IMBALANCE_SCOPES, KINDS
 from defectlab.plugin_system.naming import natural_key
 from defectlab.plugin_system.parameters import (
     Parameter,
@@ -164,10 +164,23 @@ class Registry:
         if kind == "imbalance" and obj.scope not in IMBALANCE_SCOPES:
             self.record_failure(record, f"imbalance '{name}' has scope {obj.scope!r}; use 'input' or 'output'")
             return
+        if kind == "backbone":
+            tasks = [obj.tasks] if isinstance(obj.tasks, str) else list(obj.tasks)
+            unknown = [t for t in tasks if t not in BACKBONE_TASKS]
+            if not tasks or unknown:
+                self.record_failure(record, f"backbone '{name}' declares tasks {tasks}; give one or more of "
+                                            f"{', '.join(BACKBONE_TASKS)}")
+                return
+        parameters = parameters_of(obj)
+        missing = [p for p in KINDS[kind].required_parameters if p not in {q.name for q in parameters}]
+        if missing and not accepts_any_keyword(obj):
+            self.record_failure(record, f"{kind} '{name}' takes no {', '.join(missing)}: every {kind} is built with "
+                                        f"{', '.join(KINDS[kind].required_parameters)} (see docs/kinds/{kind}.md)")
+            return
         candidates = self._candidates[kind].setdefault(name, [])
         candidates.append(Component(
             kind=kind, name=name, obj=obj, summary=summary_of(obj), plugin=record.name,
-            version=record.version, parameters=parameters_of(obj),
+            version=record.version, parameters=parameters,
         ))
         record.components.append((kind, name))
         if len(candidates) > 1:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import platform
 import shutil
 import time
@@ -12,6 +13,8 @@ from typing import Any
 from defectlab.plugin_system.errors import DataError
 from defectlab.plugin_system.files import write_error, write_json
 from defectlab.plugin_system.version import VERSION
+
+log = logging.getLogger("defectlab.runs")
 
 
 #: Files by which a folder is known to hold a workflow's output (a run, an evaluation, a report, ...).
@@ -56,12 +59,25 @@ def _claim(folder: Path, overwrite: bool) -> None:
     if marker is None:
         raise DataError(f"'{folder}' is not empty and holds no defectlab output; choose a new or empty folder "
                         f"for the output (nothing was written)")
+    if not overwrite and _never_trained(folder):
+        log.info("'%s' holds a run that stopped before its first epoch; starting it again", folder)
+        overwrite = True
     if not overwrite:
         resume = (f"continue it with `defectlab train --resume {folder}`, "
                   if (folder / "last.pt").is_file() and (folder / "run.json").is_file() else "")
         raise DataError(f"'{folder}' already holds the output of an earlier run ({marker}); {resume}choose another "
                         f"--out, or pass --overwrite to replace it")
     shutil.rmtree(folder)
+
+
+def _never_trained(folder: Path) -> bool:
+    """A run folder whose training failed or was interrupted before any epoch ended: nothing to lose."""
+    try:
+        status = json.loads((folder / "run.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return (status.get("status") in ("failed", "interrupted") and not status.get("epochs_done")
+            and not (folder / "last.pt").exists() and not (folder / "best.pt").exists())
 
 
 def environment_versions() -> dict[str, Any]:

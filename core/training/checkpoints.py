@@ -21,16 +21,32 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> Path:
     return path
 
 
+def load_torch_file(path: Path, what: str) -> Any:
+    """``torch.load`` of tensors and plain containers only (never code); a file that is refused or
+    cannot be read is one DataError line that says which and what to do."""
+    import pickle
+    import zipfile
+
+    import torch
+
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:  # weights_only refused an object that would run code to load
+        raise DataError(f"'{path}' is not a defectlab {what}: it holds objects other than tensors, which are refused "
+                        f"as unsafe to load; use a file written by defectlab, or re-save the weights with "
+                        f"torch.save(model.state_dict(), PATH)") from exc
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as exc:
+        cause = str(exc).strip().split(". ")[0].splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DataError(f"cannot read {what} '{path}': it is truncated or not a PyTorch file ({cause}); copy it "
+                        f"again, or use another checkpoint") from exc
+
+
 def load_checkpoint(path: Path) -> dict[str, Any]:
     """A checkpoint written by :func:`save_checkpoint`, with a clear error if it is not one."""
-    import torch
 
     if not path.is_file():
         raise DataError(f"no checkpoint '{path}'")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise DataError(f"cannot read checkpoint '{path}' ({exc}); it may be from an interrupted copy") from exc
+    state = load_torch_file(path, "checkpoint")
     if not isinstance(state, dict) or "model" not in state:
         raise DataError(f"'{path}' is not a defectlab checkpoint (no 'model' entry)")
     if state.get("format", 0) > FORMAT:

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from defectlab.plugin_system.errors import DataError
 from defectlab.plugin_system.files import write_json
+from defectlab.training.contracts import checked_logits, checked_loss, checked_scores
 from torch import nn
 
 SkipNote = Callable[[str, dict[str, Any]], None]
@@ -24,8 +25,8 @@ def _forward(model: nn.Module, images: torch.Tensor, want_embeddings: bool) -> t
     """Logits, and the penultimate-layer embeddings when asked and the model has them."""
     if want_embeddings and hasattr(model, "forward_features") and hasattr(model, "head"):
         embeddings = model.forward_features(images)
-        return model.head(embeddings), embeddings
-    return model(images), None
+        return checked_logits(model, model.head(embeddings)), embeddings
+    return checked_logits(model, model(images)), None
 
 
 @torch.no_grad()
@@ -49,7 +50,7 @@ def evaluate_split(model: nn.Module, loss: nn.Module | None, data: Any, split: s
             with autocast:
                 pred, embeddings = _forward(model, images, "embeddings" in wants)
                 if loss is not None:
-                    total += float(loss(pred, targets)) * len(images)
+                    total += float(checked_loss(loss, loss(pred, targets))) * len(images)
             seen += len(images)
             pred = pred.float()
             extras = {"keys": [data.sample_key(split, int(i)) for i in batch["index"]],
@@ -63,7 +64,7 @@ def evaluate_split(model: nn.Module, loss: nn.Module | None, data: Any, split: s
         raise DataError(f"no image of the {split} split could be read; run `defectlab check-data` on the dataset")
     scores: dict[str, float] = {"loss": total / seen} if loss is not None else {}
     for evaluator in evaluators:
-        scores.update(evaluator.compute())
+        scores.update(checked_scores(evaluator, evaluator.compute()))
     return scores
 
 

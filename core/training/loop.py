@@ -14,19 +14,22 @@ import json
 import logging
 import math
 import random
+import signal
 import sys
+import threading
 import time
-from collections.abc import Callable, Sequence
-from contextlib import nullcontext
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from defectlab.plugin_system.errors import DataError, DefectlabError, TrainingError
-from defectlab.plugin_system.files import write_json, write_text
+from defectlab.plugin_system.files import stale_temporaries, write_error, write_json, write_text
 from defectlab.training import distributed
 from defectlab.training.checkpoints import load_checkpoint, save_checkpoint
+from defectlab.training.contracts import checked_logits, checked_loss
 from defectlab.training.evaluation import evaluate_split, write_evaluation
 from defectlab.training.settings import TrainSettings
 from defectlab.training.transfer import (
@@ -92,6 +95,24 @@ def make_schedule(optimizer: torch.optim.Optimizer, settings: TrainSettings) -> 
 def unwrap(model: nn.Module) -> nn.Module:
     """The model inside a DistributedDataParallel wrapper."""
     return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+
+
+@contextmanager
+def terminate_as_interrupt() -> Iterator[None]:
+    """SIGTERM (a job scheduler, ``kill``) stops a training like Ctrl-C: last.pt kept, run.json says how
+    to resume. Only in the main thread, where Python runs signal handlers; restored afterwards."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 class Trainer:
@@ -171,6 +192,20 @@ class Trainer:
             torch.use_deterministic_algorithms(True, warn_only=True)
             torch.backends.cudnn.benchmark = False
         try:
+            with terminate_as_interrupt():
+                self._run(resume)
+        finally:  # the process-wide switches go back to what the caller had
+            torch.use_deterministic_algorithms(previous[0], warn_only=previous[1])
+            torch.backends.cudnn.benchmark = previous[2]
+            distributed.stop(self.world)
+        return Run(self.folder)
+
+    def _run(self, resume: bool) -> None:
+        """Set up, train, evaluate; whatever ends the run early is recorded in run.json with its message."""
+        try:
+            if resume and self.world.is_main:
+                for leftover in stale_temporaries(self.folder):  # half-written files of a killed run
+                    leftover.unlink(missing_ok=True)
             self._prepare(resume)
             if resume:
                 self._restore()
@@ -179,34 +214,30 @@ class Trainer:
             self._status("running")
             self._loop()
             self._finish()
-        finally:  # the process-wide switches go back to what the caller had
-            torch.use_deterministic_algorithms(previous[0], warn_only=previous[1])
-            torch.backends.cudnn.benchmark = previous[2]
-            distributed.stop(self.world)
-        return Run(self.folder)
-
-    def _loop(self) -> None:
-        """Epochs until the last one or an early stop; an interruption or a failure is recorded in run.json."""
-        try:
-            while self.epoch < self.settings.epochs:
-                record = self._epoch(self.epoch + 1)
-                self.epoch += 1
-                stop = self._after_epoch(record)
-                for callback in self.callbacks:
-                    callback(self, record)
-                if stop:
-                    self._say(f"early stop after epoch {self.epoch}: {self.settings.monitor} has not improved for "
-                              f"{self.bad_evaluations} evaluations (best {self.best['value']:.4g} at epoch "
-                              f"{self.best['epoch']})")
-                    break
         except KeyboardInterrupt:
             message = (f"interrupted during epoch {self.epoch + 1}; last.pt holds epoch {self.epoch}. "
-                       f"Continue with: defectlab train --resume {self.folder}")
-            self._status("interrupted", message)
+                       f"Continue with: defectlab train --resume {self.folder}" if self.epoch else
+                       "interrupted before the first epoch ended; start the run again")
+            self._status("interrupted", message, quiet=True)
             raise TrainingError(message) from None
-        except DefectlabError as exc:  # a non-finite loss, a wrong mask, an empty epoch
-            self._status("failed", str(exc))
+        except BaseException as exc:  # a non-finite loss, a full disk, a broken plugin, a bug: all recorded
+            detail = str(exc) if isinstance(exc, DefectlabError) else f"{type(exc).__name__}: {exc}"
+            self._status("failed", detail, quiet=True)
             raise
+
+    def _loop(self) -> None:
+        """Epochs until the last one or an early stop."""
+        while self.epoch < self.settings.epochs:
+            record = self._epoch(self.epoch + 1)
+            self.epoch += 1
+            stop = self._after_epoch(record)
+            for callback in self.callbacks:
+                callback(self, record)
+            if stop:
+                self._say(f"early stop after epoch {self.epoch}: {self.settings.monitor} has not improved for "
+                          f"{self.bad_evaluations} evaluations (best {self.best['value']:.4g} at epoch "
+                          f"{self.best['epoch']})")
+                break
 
     def _epoch(self, epoch: int) -> dict[str, Any]:
         """One pass over the training split, then (every eval_every epochs) the validation split."""
@@ -248,7 +279,7 @@ class Trainer:
     def _step(self, images: torch.Tensor, targets: torch.Tensor, epoch: int, step: int) -> float:
         autocast = torch.autocast("cuda", dtype=torch.float16) if self.amp else nullcontext()
         with autocast:
-            loss = self.loss(self.model(images), targets)
+            loss = checked_loss(self.loss, self.loss(checked_logits(self.model, self.model(images)), targets))
         finite = bool(torch.isfinite(loss.detach()))
         if self.world.distributed:  # every rank stops together
             finite = distributed.summed(self.world, float(not finite))[0] == 0
@@ -290,8 +321,12 @@ class Trainer:
                 self.bad_evaluations += 1
         record["best"] = improved
         if self.world.is_main:
-            with (self.folder / "metrics.jsonl").open("a") as handle:
-                handle.write(json.dumps(record) + "\n")
+            metrics = self.folder / "metrics.jsonl"
+            try:
+                with metrics.open("a") as handle:
+                    handle.write(json.dumps(record) + "\n")
+            except OSError as exc:
+                raise write_error(metrics, exc) from exc
             state = self._checkpoint_state()
             save_checkpoint(self.folder / "last.pt", state)
             if improved:
@@ -340,13 +375,19 @@ class Trainer:
                 self.skipped[key] = None
                 log.warning("skipped unreadable image %s (%s split); the run goes on without it", key, split)
 
-    def _status(self, status: str, message: str = "", **extra: Any) -> None:
+    def _status(self, status: str, message: str = "", quiet: bool = False, **extra: Any) -> None:
+        """Write run.json; ``quiet`` (while another error is on its way out) logs a failed write instead."""
         if not self.world.is_main:
             return
-        write_json(self.folder / "run.json", {
-            "status": status, "message": message, "epochs_done": self.epoch, "epochs": self.settings.epochs,
-            "best": self.best, "skipped_images": list(self.skipped), "transfer": self.transfer_report,
-            "frozen_parameters": len(self.frozen), "data": self.data.describe(), **extra})
+        try:
+            write_json(self.folder / "run.json", {
+                "status": status, "message": message, "epochs_done": self.epoch, "epochs": self.settings.epochs,
+                "best": self.best, "skipped_images": list(self.skipped), "transfer": self.transfer_report,
+                "frozen_parameters": len(self.frozen), "data": self.data.describe(), **extra})
+        except DefectlabError as exc:
+            if not quiet:
+                raise
+            log.warning("could not record the run's status '%s': %s", status, exc)
 
     def _truncate_metrics(self, epoch: int) -> None:
         """Drop metric lines of epochs after ``epoch`` (written before a kill, redone on resume)."""

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from defectlab.plugin_system.errors import DataError
+from defectlab.training.checkpoints import load_torch_file
 
 if TYPE_CHECKING:
     from torch import Tensor, nn
@@ -73,15 +74,15 @@ def read_state_dict(path: str | Path) -> dict[str, Tensor]:
     path = Path(path).expanduser()
     if not path.is_file():
         raise DataError(f"weights: '{path}' is not an existing file")
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
 
+        try:
             loaded: Any = load_file(str(path), device="cpu")
-        else:
-            loaded = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # pickle, zip and safetensors errors all mean the same to the user
-        raise DataError(f"weights: cannot read '{path}' as a state dict ({exc})") from exc
+        except Exception as exc:  # safetensors' own errors all mean the same to the user
+            raise DataError(f"weights: cannot read '{path}' as a state dict ({exc})") from exc
+    else:
+        loaded = load_torch_file(path, "weights file")
     if isinstance(loaded, nn.Module):
         loaded = loaded.state_dict()
     while isinstance(loaded, Mapping) and not any(isinstance(v, torch.Tensor) for v in loaded.values()):

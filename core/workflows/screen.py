@@ -246,10 +246,10 @@ def run_screen(settings: Mapping[str, Any], out: str | Path | None = None, sourc
     problems = validate(settings, screen_schema())
     if problems:
         raise ConfigError(problems, source=source)
+    folder = new_run_dir("screen", out, overwrite=overwrite)  # claimed before the work, not after
     options = dict(settings.get("screen", {}))
     saving = {k: options.pop(k) for k in ("balance", "seed") if k in options}
     result = screen(settings["target"], settings["sources"], distance=settings["distance"],
                     imbalance=settings["imbalance"], **options)
-    folder = new_run_dir("screen", out, overwrite=overwrite)
     write_resolved_config(folder, settings, saving.get("seed", default_of(ScreeningResult.save, "seed")))
     return result, folder, result.save(folder, **saving)

@@ -15,7 +15,12 @@ from pathlib import Path
 from typing import Any
 
 from defectlab.plugin_system.config import Section, validate
-from defectlab.plugin_system.errors import ConfigError, DataError, DefectlabError, ParameterError
+from defectlab.plugin_system.errors import (
+    ConfigError,
+    DataError,
+    DefectlabError,
+    ParameterError,
+)
 
 DEFAULT_LOSS = {"classify": {"name": "cross_entropy"}, "segment": {"name": "dibe"}}
 DEFAULT_EVALUATORS = {"classify": [{"name": "classification"}], "segment": [{"name": "segmentation"}]}
@@ -94,6 +99,9 @@ def check_config(config: Mapping[str, Any], source: str = "config") -> None:
         found = validate(stage, train_schema())
         if isinstance(stage.get("train", {}), Mapping) and not any(p.startswith("train.") for p in found):
             found.extend(_settings_problems(stage.get("train", {})))
+            init_from = stage.get("train", {}).get("init_from")
+            if init_from and not Path(init_from).expanduser().exists():
+                found.append(f"train.init_from: '{init_from}' is neither a run directory nor a weights file")
         data = stage.get("data")
         if isinstance(data, Mapping):
             found.extend(_channel_problems(data, stage.get("model")))

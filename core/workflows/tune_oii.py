@@ -201,6 +201,7 @@ def prepared_config(config: str | Path | Mapping[str, Any], overrides: Sequence[
     Refuses staged configs, losses without ``alpha``, evaluators without ``segmentation`` (the
     OII comes from it), and a range of α the loss cannot take (it is built at both ends).
     """
+    from defectlab.data.datasets import open_dataset
     from defectlab.plugin_system.components import get_component
     from defectlab.plugin_system.config import apply_overrides, load_toml
     from defectlab.workflows.train import check_config
@@ -211,6 +212,11 @@ def prepared_config(config: str | Path | Mapping[str, Any], overrides: Sequence[
     if values.get("stages"):
         raise ConfigError(["stages: tune-oii tunes one training; remove [[stages]] (or tune the last stage's "
                            "config on its own)"], source)
+    check_config(values, source)
+    task = values["data"].get("task") or open_dataset(values["data"]["dataset"]).task
+    if task != "segment":
+        raise ConfigError([f"data: tune-oii tunes a segmentation loss by the OII of predicted masks, but these data "
+                           f"are for '{task}'; give a segmentation config (image and mask pairs)"], source)
     name = loss_spec(values)["name"]
     component = get_component("loss", name.split(":", 1)[0])
     if not any(p.name == "alpha" for p in component.parameters):

@@ -1,0 +1,61 @@
+"""What the engine checks of the components it calls, at their first use, so that a component that
+breaks its contract is named in one line (which plugin, which rule) instead of failing deep inside
+the engine after work is lost. The contracts themselves are in docs/kinds/*.md."""
+
+from __future__ import annotations
+
+import numbers
+from typing import Any
+
+import torch
+from defectlab.plugin_system.components import list_components
+from defectlab.plugin_system.errors import PluginError
+
+
+def component_label(kind: str, obj: Any) -> str:
+    """``loss 'dibe' of plugin 'segmentation_losses'`` for a built component (its class looked up in the registry)."""
+    cls = obj if isinstance(obj, type) else type(obj)
+    for component in list_components(kind):
+        if component.obj is cls or getattr(component.obj, "__qualname__", None) == cls.__qualname__ and \
+                getattr(component.obj, "__module__", None) == cls.__module__:
+            return f"{kind} '{component.name}' of plugin '{component.plugin}'"
+    return f"{kind} {cls.__module__}.{cls.__qualname__}"
+
+
+def broken(kind: str, obj: Any, rule: str) -> PluginError:
+    """The one-line error for a component that broke ``rule`` of its kind's contract."""
+    return PluginError(f"{component_label(kind, obj)} breaks its contract: {rule} (see docs/kinds/{kind}.md); "
+                       f"report it to the plugin's authors")
+
+
+def checked_logits(model: Any, output: Any) -> torch.Tensor:
+    """The model's output if it is one tensor, as the engine needs; else a PluginError naming the backbone."""
+    if not isinstance(output, torch.Tensor):
+        raise broken("backbone", getattr(model, "module", model),
+                     f"forward() must return one tensor of logits, but returned a {type(output).__name__}")
+    return output
+
+
+def checked_loss(loss: Any, value: Any) -> torch.Tensor:
+    """The loss value if it is a one-element tensor; else a PluginError naming the loss."""
+    if not isinstance(value, torch.Tensor) or value.numel() != 1:
+        shape = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
+        raise broken("loss", loss, f"forward(pred, target) must return a scalar tensor, but returned {shape} "
+                                   f"(a reduction of 'none'?)")
+    return value.reshape(())
+
+
+def checked_scores(evaluator: Any, scores: Any) -> dict[str, float]:
+    """An evaluator's ``compute()`` as a dict of names to floats; anything else is a PluginError."""
+    if not isinstance(scores, dict):
+        raise broken("evaluator", evaluator, f"compute() must return a dict of score names to numbers, but "
+                                             f"returned a {type(scores).__name__}")
+    result = {}
+    for name, value in scores.items():
+        if isinstance(value, torch.Tensor) and value.numel() == 1:
+            value = value.item()
+        if not isinstance(name, str) or isinstance(value, bool) or not isinstance(value, numbers.Real):
+            raise broken("evaluator", evaluator, f"compute() must return a dict of score names to numbers, but "
+                                                 f"{name!r} is a {type(value).__name__}")
+        result[name] = float(value)
+    return result
