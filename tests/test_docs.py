@@ -223,3 +223,17 @@ def test_every_public_name_resolves():
 
     missing = [name for name in defectlab.__all__ if not hasattr(defectlab, name)]
     assert missing == []
+
+
+def help_blocks() -> list[tuple[list[str], str]]:
+    """(command words, the first code block under its heading) of every ``## `defectlab ...` `` section of cli.md."""
+    text = CLI_MD.read_text(encoding="utf-8")
+    return [(words.split()[1:], block) for words, block in
+            re.findall(r"^## `(defectlab[^`]*)`\n\n```\n(.*?)\n```", text, flags=re.S | re.M)]
+
+
+@pytest.mark.parametrize("words, block", help_blocks(), ids=lambda v: " ".join(v) if isinstance(v, list) else "")
+def test_cli_md_shows_each_command_help_as_it_is(words, block):
+    result = click.testing.CliRunner().invoke(cli, [*words, "--help"], terminal_width=80, prog_name="defectlab")
+    cores = re.compile(r"\[default: \d+; x>=1\]")  # the number of decoding threads follows the machine's cores
+    assert cores.sub("[default: N; x>=1]", result.output.rstrip("\n")) == cores.sub("[default: N; x>=1]", block)
