@@ -33,17 +33,17 @@ from typing import Any
 import defectlab as dl
 import numpy as np
 from defectlab import DefectDataset, format_table
-from defectlab_plugins.color_signatures import (
+from defectlab_plugins.emd.distances import (
+    EMD,
     SignatureSettings,
+    earth_movers_distance,
+    ground_distances,
+)
+from defectlab_plugins.emd.signatures import (
     compute_signature,
     dataset_clusters,
     image_signatures,
     signature_of,
-)
-from defectlab_plugins.signature_distances import (
-    EMD,
-    earth_movers_distance,
-    ground_distances,
 )
 
 REFERENCE_K = 5

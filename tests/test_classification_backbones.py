@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import defectlab as dl
 import pytest
 import torch
 import torch.nn.functional as F
-from defectlab_plugins.resnet_variants import DropBlock2D, GeM, SpatialSelfAttention
+from defectlab_plugins.classification_backbones.resnet import GeM, SpatialSelfAttention
 
 EARLY = ("conv1", "bn1", "layer1", "layer2")
 
@@ -143,22 +144,29 @@ def test_freeze_all_but_head_is_linear_probing():
 
 # --- DropBlock ---------------------------------------------------------------------------------
 
+def dropblock(size: int, prob: float) -> torch.nn.Module:
+    """The DropBlock that resnet18 inserts after layer3 for ``dropblock_size`` and ``dropblock_prob``."""
+    return backbone("resnet18", dropblock=["layer3"], dropblock_size=size, dropblock_prob=prob).dropblock["layer3"]
+
+
 def test_dropblock_is_identity_in_eval_mode():
     x = torch.randn(2, 3, 16, 16)
-    block = DropBlock2D(block_size=5, drop_prob=0.5).eval()
+    block = dropblock(5, 0.5).eval()
     assert torch.equal(block(x), x)
 
 
 def test_dropblock_drops_contiguous_blocks_at_the_asked_rate():
     torch.manual_seed(0)
     size, prob = 5, 0.1
-    out = DropBlock2D(block_size=size, drop_prob=prob).train()(torch.ones(8, 4, 64, 64))
+    out = dropblock(size, prob).train()(torch.ones(8, 4, 64, 64))
     dropped = (out == 0).float()
     assert abs(dropped.mean().item() - prob) < 0.02
-    # every dropped position lies in a size x size square that is dropped whole
-    whole = -F.max_pool2d(-dropped, size, stride=1)
-    covered = F.max_pool2d(F.pad(whole, (size - 1,) * 4), size, stride=1)
+    # every dropped position lies in a size x size square that is dropped whole (cut off at the border)
+    pad = size // 2
+    whole = -F.max_pool2d(-F.pad(dropped, (pad,) * 4, value=1.0), size, stride=1)
+    covered = F.max_pool2d(F.pad(whole, (size - 1,) * 4), size, stride=1)[..., pad:-pad, pad:-pad]
     assert torch.equal(covered, dropped)
+    assert not torch.equal(dropped[:, 0], dropped[:, 1])  # each channel drops its own blocks
     kept = out[out != 0]
     assert torch.allclose(kept, torch.full_like(kept, out.numel() / kept.numel()))  # rescaled to keep the sum
 
@@ -216,6 +224,21 @@ def test_weights_of_another_architecture_report_what_did_not_fit(tmp_path):
     assert "skipped head.fc.weight: source [5, 2048] vs model [2, 512]" in report.summary()
 
 
+@pytest.mark.parametrize("variant", ["plain", "every_option"])
+def test_resnet18_state_dicts_written_by_0_1_load_whole(tmp_path, variant):
+    """Tensor names and shapes of 0.1.0's resnet18 (tests/data), with and without the hidden-layer head."""
+    old = json.loads((Path(__file__).parent / "data" / "resnet18_state_dict_0_1.json").read_text())[variant]
+    generator = torch.Generator().manual_seed(3)
+    state = {name: torch.randn(shape, generator=generator) if shape else torch.tensor(5)
+             for name, shape in old["tensors"].items()}
+    torch.save(state, tmp_path / "old.pt")
+    model = backbone("resnet18", weights=str(tmp_path / "old.pt"), **old["options"])
+    report = model.weights_report
+    assert not (report.skipped or report.missing or report.unused) and len(report.loaded) == len(state)
+    assert [name for name in state if name.startswith("head.")] == [n for n in model.state_dict() if n.startswith("head.")]
+    assert all(torch.equal(model.state_dict()[name], tensor) for name, tensor in state.items())
+
+
 def test_a_new_head_keeps_the_transferred_backbone(tmp_path):
     source = backbone("resnet18", num_classes=5)
     path = tmp_path / "source.pt"
@@ -240,14 +263,14 @@ def test_a_bare_timm_state_dict_loads_into_the_encoder(tmp_path):
 
 
 def test_unusable_weights_files_are_data_errors(tmp_path):
-    with pytest.raises(dl.DataError, match="neither 'imagenet' nor an existing file"):
+    with pytest.raises(dl.DataError, match=r"is not a file, nor a named source of .*\(sources: 'imagenet'\)"):
         backbone("resnet18", weights=str(tmp_path / "missing.pt"))
     path = tmp_path / "other.pt"
     torch.save({"something.else": torch.zeros(3)}, path)
     with pytest.raises(dl.DataError, match="none of the 1 tensors"):
         backbone("resnet18", weights=str(path))
     path.write_text("not a checkpoint")
-    with pytest.raises(dl.DataError, match="cannot read"):
+    with pytest.raises(dl.DataError, match="is not a defectlab weights file"):
         backbone("resnet18", weights=str(path))
 
 
@@ -271,7 +294,7 @@ def no_downloads(monkeypatch):
 @pytest.mark.parametrize("name", ["resnet18", "vit_tiny", "timm:efficientnet_b0"])
 def test_imagenet_weights_offline_ask_for_a_local_file(monkeypatch, no_downloads, name):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    with pytest.raises(dl.DataError, match="HF_HUB_OFFLINE=1.*local .pt/.pth/.safetensors file"):
+    with pytest.raises(dl.DataError, match="HF_HUB_OFFLINE is set.*local .pt/.pth/.safetensors file"):
         backbone(name, weights="imagenet")
     assert no_downloads == []
 

@@ -10,8 +10,8 @@ import defectlab as dl
 import numpy as np
 import pytest
 import torch
-from defectlab_plugins.classification_scores import f1_confidence_curves
-from defectlab_plugins.embedding_projection import (
+from defectlab_plugins.classification_metrics.classification import f1_confidence_curves
+from defectlab_plugins.classification_metrics.embeddings import (
     knn_accuracy,
     projection_settings,
     subsample,
@@ -375,9 +375,9 @@ def test_embeddings_missing_or_misshapen():
 
 
 def test_embeddings_bad_parameters():
-    with pytest.raises(dl.ParameterError, match="max_samples must be an integer ≥ 2"):
+    with pytest.raises(dl.ParameterError, match=r"evaluator.max_samples: must be >= 2, got 1"):
         dl.create("evaluator", "embeddings", max_samples=1)
-    with pytest.raises(dl.ParameterError, match="perplexity must be > 0"):
+    with pytest.raises(dl.ParameterError, match=r"evaluator.perplexity: must be > 0"):
         dl.create("evaluator", "embeddings", perplexity=0)
 
 

@@ -11,7 +11,7 @@ import defectlab as dl
 import numpy as np
 import pytest
 import torch
-from defectlab_plugins.classification_loss_functions import inverse_frequency_weights
+from defectlab_plugins.classification_losses.losses import inverse_frequency_weights
 
 IGNORE = -100
 
@@ -255,12 +255,12 @@ def test_bad_data_says_what_was_expected(name, pred, target, message):
 
 
 @pytest.mark.parametrize("name,params,message", [
-    ("cross_entropy", {"label_smoothing": 1.0}, r"label_smoothing must be in \[0, 1\), got 1"),
-    ("cross_entropy", {"label_smoothing": -0.1}, r"label_smoothing must be in \[0, 1\)"),
+    ("cross_entropy", {"label_smoothing": 1.0}, r"loss.label_smoothing: must be in \[0, 1\), got 1"),
+    ("cross_entropy", {"label_smoothing": -0.1}, r"loss.label_smoothing: must be in \[0, 1\)"),
     ("cross_entropy", {"class_weights": "balanced"}, r"expected 'none' \| 'inverse_frequency' \| list\[float\]"),
     ("multiclass_focal", {"class_weights": [1.0, -2.0]}, "weights ≥ 0"),
     ("multiclass_focal", {"class_weights": [0.0, 0.0]}, "not all 0"),
-    ("multiclass_focal", {"gamma": -1.0}, r"gamma must be in \[0, inf\)"),
+    ("multiclass_focal", {"gamma": -1.0}, r"loss.gamma: must be >= 0, got -1"),
     ("cross_entropy", {"reduction": "avg"}, r"expected 'mean' \| 'sum' \| 'none', got 'avg'"),
 ])
 def test_bad_parameters_say_what_is_allowed(name, params, message):
@@ -269,7 +269,7 @@ def test_bad_parameters_say_what_is_allowed(name, params, message):
 
 
 def test_built_directly_the_constructor_checks_its_choices():
-    from defectlab_plugins.classification_loss_functions import (
+    from defectlab_plugins.classification_losses.losses import (
         CrossEntropy,
         MulticlassFocal,
     )

@@ -9,7 +9,11 @@ import defectlab as dl
 import numpy as np
 import pytest
 from defectlab import DataError, DefectlabError, open_dataset
-from defectlab_plugins import datasets as formats
+from defectlab_plugins.datasets.csv_index import CsvIndex
+from defectlab_plugins.datasets.image_folder import ImageFolder
+from defectlab_plugins.datasets.image_mask import ImageMask
+from defectlab_plugins.datasets.mvtec import MVTecAD
+from defectlab_plugins.datasets.yolo import Yolo
 from PIL import Image
 
 RNG = np.random.default_rng(7)
@@ -59,7 +63,7 @@ def image_folder(tmp_path: Path) -> Path:
 
 def test_image_folder_classes_in_natural_order_and_counts(image_folder):
     data = open_dataset(str(image_folder))
-    assert isinstance(data, formats.ImageFolder) and data.task == "classify"
+    assert isinstance(data, ImageFolder) and data.task == "classify"
     assert data.classes == ["defect2", "defect10", "ok"]
     assert data.class_counts() == [1, 3, 3]
     by_key = {s.key: s for s in data.samples}
@@ -73,7 +77,7 @@ def test_image_folder_chosen_classes_fix_the_indices(image_folder):
     data = dl.create("dataset", "image_folder", root=str(image_folder), classes="ok,defect2")
     assert data.classes == ["ok", "defect2"] and data.class_counts() == [3, 1]
     with pytest.raises(DataError, match="no class folder scratch"):
-        formats.ImageFolder(str(image_folder), classes=["ok", "scratch"])
+        ImageFolder(str(image_folder), classes=["ok", "scratch"])
 
 
 def test_unreadable_image_is_skipped_once(image_folder):
@@ -102,7 +106,7 @@ def csv_dataset(tmp_path: Path) -> Path:
 
 def test_csv_index_labels_splits_and_meta(csv_dataset):
     data = open_dataset(str(csv_dataset))
-    assert isinstance(data, formats.CsvIndex)
+    assert isinstance(data, CsvIndex)
     assert data.classes == ["dent", "ok", "scratch"] and data.class_counts() == [1, 2, 1]
     assert [s.label for s in data.samples] == [2, 1, 0, 1]
     assert [s.split for s in data.samples] == ["train", "val", None, "test"]
@@ -111,10 +115,10 @@ def test_csv_index_labels_splits_and_meta(csv_dataset):
 
 
 def test_csv_index_with_given_classes(csv_dataset):
-    data = formats.CsvIndex(str(csv_dataset), classes=["ok", "dent", "scratch", "crack"])
+    data = CsvIndex(str(csv_dataset), classes=["ok", "dent", "scratch", "crack"])
     assert data.class_counts() == [2, 1, 1, 0]
     with pytest.raises(DataError, match="labels dent, scratch that are not among the classes ok"):
-        formats.CsvIndex(str(csv_dataset), classes=["ok"])
+        CsvIndex(str(csv_dataset), classes=["ok"])
 
 
 def test_csv_index_names_the_columns_it_found(tmp_path):
@@ -122,7 +126,7 @@ def test_csv_index_names_the_columns_it_found(tmp_path):
     with pytest.raises(DefectlabError, match=r"no path or label column.*found: file, class"):
         open_dataset(str(index))
     semicolons = write_text(tmp_path / "semi.csv", "path;label\nx.png;ok\n")
-    assert formats.CsvIndex(str(semicolons)).classes == ["ok"]
+    assert CsvIndex(str(semicolons)).classes == ["ok"]
 
 
 def test_csv_index_missing_file_is_unreadable_when_loaded(csv_dataset):
@@ -151,7 +155,7 @@ def yolo_dataset(tmp_path: Path) -> Path:
 
 def test_yolo_boxes_splits_and_defect_free_images(yolo_dataset):
     data = open_dataset(str(yolo_dataset))
-    assert isinstance(data, formats.Yolo) and data.task == "detect"
+    assert isinstance(data, Yolo) and data.task == "detect"
     assert data.classes == ["scratch", "dent"]
     by_key = {s.key: s for s in data.samples}
     assert sorted(by_key) == ["images/train/a.jpg", "images/train/b.jpg", "images/val/c.jpg"]
@@ -166,12 +170,12 @@ def test_yolo_boxes_splits_and_defect_free_images(yolo_dataset):
 
 def test_yolo_names_list_and_layout_without_yaml(yolo_dataset):
     (yolo_dataset / "data.yaml").write_text("train: images/train\nval: [images/val]\nnames: [s, d]\nnc: 2\n")
-    assert formats.Yolo(str(yolo_dataset)).classes == ["s", "d"]
+    assert Yolo(str(yolo_dataset)).classes == ["s", "d"]
     (yolo_dataset / "data.yaml").unlink()
     data = open_dataset(str(yolo_dataset))
     assert data.classes == ["0", "1"] and {s.split for s in data.samples} == {"train", "val"}
     write_text(yolo_dataset / "classes.txt", "scratch\ndent\nhole\n")
-    assert formats.Yolo(str(yolo_dataset)).class_counts() == [1, 1, 0]
+    assert Yolo(str(yolo_dataset)).class_counts() == [1, 1, 0]
 
 
 @pytest.mark.parametrize("line, message", [
@@ -185,13 +189,13 @@ def test_yolo_malformed_line_names_file_and_line(yolo_dataset, line, message):
     with open(yolo_dataset / "labels" / "train" / "a.txt", "a") as handle:
         handle.write(line + "\n")
     with pytest.raises(DataError, match=rf"labels.train.a\.txt, line 4: {message}"):
-        formats.Yolo(str(yolo_dataset))
+        Yolo(str(yolo_dataset))
 
 
 def test_yolo_missing_split_folder(yolo_dataset):
     (yolo_dataset / "data.yaml").write_text("train: images/train\nval: images/nothing\nnames: [a, b]\n")
     with pytest.raises(DataError, match="val entry 'images/nothing' not found"):
-        formats.Yolo(str(yolo_dataset))
+        Yolo(str(yolo_dataset))
 
 
 # --- mvtec ---------------------------------------------------------------------------------------------
@@ -209,7 +213,7 @@ def mvtec_dataset(tmp_path: Path) -> Path:
 
 def test_mvtec_classes_splits_and_masks(mvtec_dataset):
     data = open_dataset(str(mvtec_dataset))
-    assert isinstance(data, formats.MVTecAD)
+    assert isinstance(data, MVTecAD)
     assert data.classes == ["good", "cut", "poke_insulation"] and data.class_counts() == [3, 2, 1]
     by_key = {s.key: i for i, s in enumerate(data.samples)}
     assert [data.samples[i].split for i in by_key.values()].count("train") == 2
@@ -221,7 +225,7 @@ def test_mvtec_classes_splits_and_masks(mvtec_dataset):
     assert zeros.shape == (6, 8) and zeros.dtype == np.uint8 and not zeros.any()
     poke = data.load_mask(by_key["test/poke_insulation/000.png"])
     assert sorted(np.unique(poke)) == [0, 2] and (poke == 2).sum() == 6
-    binary = formats.MVTecAD(str(mvtec_dataset), binary_masks=True)
+    binary = MVTecAD(str(mvtec_dataset), binary_masks=True)
     assert sorted(np.unique(binary.load_mask(by_key["test/poke_insulation/000.png"]))) == [0, 1]
 
 
@@ -241,7 +245,7 @@ def image_mask_dataset(tmp_path: Path) -> Path:
 
 def test_image_mask_pairs_by_stem(image_mask_dataset):
     data = open_dataset(str(image_mask_dataset))
-    assert isinstance(data, formats.ImageMask) and data.task == "segment"
+    assert isinstance(data, ImageMask) and data.task == "segment"
     assert data.classes == ["background", "defect"]
     assert [(s.key, Path(s.mask_path).name, s.split) for s in data.samples] == [
         ("c.tif", "c.bmp", None), ("train/a.png", "a.png", "train"), ("train/b.jpg", "b_mask.png", "train")]
@@ -259,12 +263,12 @@ def test_image_without_mask_says_what_to_do(image_mask_dataset):
 def test_mask_of_wrong_size_or_values(image_mask_dataset):
     write_mask(image_mask_dataset / "masks" / "c.bmp", size=(4, 4))
     write_mask(image_mask_dataset / "masks" / "train" / "a.png", on=7)
-    data = formats.ImageMask(str(image_mask_dataset))
+    data = ImageMask(str(image_mask_dataset))
     with pytest.raises(DataError, match=r"c.bmp' is 4x4 but its image '.*c.tif' is 8x6"):
         data.load_mask(0)
     with pytest.raises(DataError, match=r"a.png' has values \[7\] outside the 2 classes \(background, defect = 0..1\)"):
         data.load_mask(1)
-    three = formats.ImageMask(str(image_mask_dataset), classes=("background", "a", "b", "c", "d", "e", "f", "g"))
+    three = ImageMask(str(image_mask_dataset), classes=("background", "a", "b", "c", "d", "e", "f", "g"))
     assert (three.load_mask(1) == 7).sum() == 6
 
 

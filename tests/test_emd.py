@@ -11,14 +11,14 @@ import defectlab as dl
 import numpy as np
 import pytest
 from defectlab import DefectDataset, Sample
-from defectlab_plugins import color_signatures
-from defectlab_plugins.color_signatures import (
+from defectlab_plugins.emd import signatures as color_signatures
+from defectlab_plugins.emd.signatures import (
     Signature,
     cache_path,
     dataset_clusters,
     elbow_point,
 )
-from defectlab_plugins.signature_distances import (
+from defectlab_plugins.emd.distances import (
     EMD,
     Sinkhorn,
     earth_movers_distance,

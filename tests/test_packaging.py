@@ -20,13 +20,20 @@ PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 def plugin_modules_with_hooks() -> set[str]:
     """Built-in plugin modules that define a hook implementation (decorated with hookimpl)."""
     found = set()
-    for path in (ROOT / "plugins" / "defectlab_plugins").glob("*.py"):
+    for path in (ROOT / "plugins" / "defectlab_plugins").rglob("*.py"):
         tree = ast.parse(path.read_text())
         for node in tree.body:
             if isinstance(node, ast.FunctionDef) and any(
                     getattr(d, "id", None) == "hookimpl" for d in node.decorator_list):
-                found.add(f"defectlab_plugins.{path.stem}")
+                parts = path.relative_to(ROOT / "plugins").with_suffix("").parts
+                found.add(".".join(parts[:-1] if parts[-1] == "__init__" else parts))
     return found
+
+
+def test_each_builtin_plugin_is_a_package_whose_init_holds_its_hooks():
+    assert plugin_modules_with_hooks() == set(PYPROJECT["project"]["entry-points"]["defectlab"].values())
+    loose = [p.name for p in (ROOT / "plugins" / "defectlab_plugins").glob("*.py") if p.name != "__init__.py"]
+    assert loose == []
 
 
 def test_editable_install_points_at_the_source_tree():
@@ -63,6 +70,11 @@ def test_wheel_contains_every_module_and_entry_point(wheel):
         assert "defectlab/" + path.relative_to(ROOT / "core").as_posix() in names
     for path in (ROOT / "plugins" / "defectlab_plugins").rglob("*.py"):
         assert "defectlab_plugins/" + path.relative_to(ROOT / "plugins" / "defectlab_plugins").as_posix() in names
+    sources = {"defectlab/" + p.relative_to(ROOT / "core").as_posix() for p in (ROOT / "core").rglob("*.py")}
+    sources |= {"defectlab_plugins/" + p.relative_to(ROOT / "plugins" / "defectlab_plugins").as_posix()
+                for p in (ROOT / "plugins" / "defectlab_plugins").rglob("*.py")}
+    stale = sorted(n for n in names if n.endswith(".py") and n not in sources)
+    assert stale == [], f"modules no longer in the source tree (a stale build/ folder?): {stale}"
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     text = zipfile.ZipFile(wheel).read(entry_points).decode()
     assert "defectlab = defectlab.cli.main:main" in text
@@ -83,3 +95,15 @@ def test_wheel_install_runs(wheel, tmp_path):
     assert out[0].startswith(str(target))
     assert abs(float(out[1]) + 0.6667) < 1e-4
     assert "class_imbalance" in out[2] and "oii" in out[2]
+
+
+def test_listing_and_showing_components_imports_no_heavy_library():
+    """``list`` and ``show`` need names, summaries and parameters: the libraries that do the work stay unloaded."""
+    code = ("import sys\nfrom click.testing import CliRunner\nfrom defectlab.cli.main import cli\n"
+            "for args in (['list'], ['show', 'backbone', 'resnet18'], ['show', 'distance', 'emd']):\n"
+            "    assert CliRunner().invoke(cli, args).exit_code == 0, args\n"
+            "heavy = {'torchmetrics', 'torchvision', 'sklearn', 'timm', 'segmentation_models_pytorch', 'scipy', 'ot',\n"
+            "         'matplotlib'}\n"
+            "print(sorted({name.split('.')[0] for name in sys.modules} & heavy))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

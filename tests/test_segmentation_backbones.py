@@ -11,7 +11,8 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("segmentation_models_pytorch")
 
 import defectlab as dl  # noqa: E402
-from defectlab_plugins.segmentation_models import SegNet, load_local_weights  # noqa: E402
+from defectlab_plugins.segmentation_backbones.segnet import SegNet  # noqa: E402
+from defectlab_plugins.segmentation_backbones.weights import load_local_weights  # noqa: E402
 
 SEGMENTATION = ["deeplabv3", "deeplabv3plus", "fpn", "pspnet", "segnet", "unet", "unetplusplus"]
 
@@ -139,7 +140,7 @@ def test_a_file_of_which_nothing_fits_is_an_error(tmp_path):
     with pytest.raises(dl.DataError, match="none of the .* tensors"):
         build("unet", weights=str(path))
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
-    with pytest.raises(dl.DataError, match=r"cannot read '.*junk\.pt' as a state dict"):
+    with pytest.raises(dl.DataError, match=r"'.*junk\.pt' is not a defectlab weights file"):
         load_local_weights(SegNet(), tmp_path / "junk.pt")
 
 

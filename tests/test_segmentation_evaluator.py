@@ -164,7 +164,7 @@ def test_compute_before_update_is_an_error():
 
 
 @pytest.mark.parametrize("params,message", [
-    ({"threshold": 1.0}, r"threshold must be in \(0, 1\)"),
+    ({"threshold": 1.0}, r"evaluator.threshold: must be in \(0, 1\), got 1"),
     ({"ignore_index": 1}, r"ignore_index 1 is a class"),
     ({"treshold": 0.3}, r"did you mean 'threshold'"),
 ])
@@ -192,3 +192,16 @@ def test_images_whose_pixels_are_all_ignored_are_left_out_of_per_image_means():
     pred = np.concatenate([PROBS[None], np.ones((1, 4, 4))])
     result = evaluate(pred, target, from_logits=False, per_image=True, ignore_index=255)
     assert result["iou_per_image"] == result["iou"] == pytest.approx(0.5)
+
+
+def test_the_oii_comes_from_the_oii_plugin_and_its_absence_is_named():
+    import os
+    import subprocess
+    import sys
+
+    assert type(dl.create("evaluator", "segmentation").oii) is type(dl.create("imbalance", "oii"))
+    code = ("import defectlab as dl\n"
+            "try:\n    dl.create('evaluator', 'segmentation')\nexcept dl.PluginError as exc:\n    print(exc)")
+    env = {**os.environ, "DEFECTLAB_DISABLE_PLUGINS": "oii"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+    assert "imbalance 'oii' of the plugin 'oii', which is not loaded" in out

@@ -424,10 +424,10 @@ def test_create_from_a_spec_and_a_misspelt_parameter():
 
 
 @pytest.mark.parametrize("name,params,message", [
-    ("dibe", {"alpha": 1.5}, r"alpha must be in \[0, 1\]"),
-    ("focal", {"lambda_": -0.1}, r"lambda_ must be in \[0, 1\]"),
-    ("dibe_reg", {"gamma": 0.0}, r"gamma must be in \(0, inf\)"),
-    ("combo", {"theta": 2.0}, r"theta must be in \[0, 1\]"),
+    ("dibe", {"alpha": 1.5}, r"loss.alpha: must be in \[0, 1\], got 1.5"),
+    ("focal", {"lambda_": -0.1}, r"loss.lambda_: must be in \[0, 1\], got -0.1"),
+    ("dibe_reg", {"gamma": 0.0}, r"loss.gamma: must be > 0, got 0"),
+    ("combo", {"theta": 2.0}, r"loss.theta: must be in \[0, 1\], got 2"),
     ("bce", {"reduction": "avg"}, r"reduction"),
 ])
 def test_out_of_range_parameters_are_refused(name, params, message):

@@ -11,7 +11,7 @@ import defectlab as dl
 import numpy as np
 import pytest
 import torch
-from defectlab_plugins.segmentation_plots import OUTCOME_COLOURS, outcome_overlay
+from defectlab_plugins.segmentation_metrics.plots import OUTCOME_COLOURS, outcome_overlay
 from PIL import Image
 
 # 120 images of 32x32 (84 train, 18 val, 18 test), cracks of 20 pixels (1:50) darkened by 30 %:
@@ -124,7 +124,7 @@ def test_evaluator_without_images_draws_the_masks_and_examples_zero_draws_nothin
     quiet = dl.create("evaluator", "segmentation", examples=0)
     quiet.update(pred, target, images=np.zeros((1, 1, 8, 8)), keys=["a"])
     assert quiet.kept == [] and quiet.write(tmp_path / "quiet") == {}
-    with pytest.raises(dl.ParameterError, match="examples must be >= 0"):
+    with pytest.raises(dl.ParameterError, match="evaluator.examples: must be >= 0, got -1"):
         dl.create("evaluator", "segmentation", examples=-1)
 
 

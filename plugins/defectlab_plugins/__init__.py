@@ -1,1 +1,1 @@
-"""The built-in defectlab plugins, one module each, registered through entry points like any other."""
+"""The built-in defectlab plugins, one package each, registered through entry points like any other."""

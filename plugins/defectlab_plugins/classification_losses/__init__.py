@@ -1,0 +1,16 @@
+"""Entry point of the classification losses: cross-entropy (SPEC 001, 002 §4.2–4.4) and softmax focal loss.
+
+The losses need torch, so they are imported only when the registry asks for them: importing
+this module (as every ``defectlab`` command does through the entry point) stays cheap.
+"""
+
+from __future__ import annotations
+
+from defectlab import hookimpl
+
+
+@hookimpl
+def register_losses():
+    from defectlab_plugins.classification_losses.losses import LOSSES
+
+    return list(LOSSES)

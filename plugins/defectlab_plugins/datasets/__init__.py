@@ -1,0 +1,21 @@
+"""Dataset formats: class folders, a CSV index, YOLO, MVTec AD, image/mask pairs and the ELPV cells.
+
+Each component lists its samples up front (paths, labels, boxes, mask paths) and decodes pixels
+only when asked, through :class:`defectlab.DefectDataset`; one module per format.
+"""
+
+from __future__ import annotations
+
+from defectlab import hookimpl
+
+
+@hookimpl
+def register_datasets():
+    from defectlab_plugins.datasets.csv_index import CsvIndex
+    from defectlab_plugins.datasets.elpv import ELPV
+    from defectlab_plugins.datasets.image_folder import ImageFolder
+    from defectlab_plugins.datasets.image_mask import ImageMask
+    from defectlab_plugins.datasets.mvtec import MVTecAD
+    from defectlab_plugins.datasets.yolo import Yolo
+
+    return [CsvIndex, ELPV, ImageFolder, ImageMask, MVTecAD, Yolo]

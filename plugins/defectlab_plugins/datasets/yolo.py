@@ -1,0 +1,177 @@
+"""The YOLO detection layout: data.yaml, images/ and labels/ with one 'cls xc yc w h' line per box."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from defectlab import Box, DataError, Sample, image_files
+from defectlab_plugins.datasets.layouts import LayoutDataset, existing, relative, split_of, yolo_yaml
+
+log = logging.getLogger("defectlab.data.datasets")
+
+
+class Yolo(LayoutDataset):
+    """YOLO detection layout: data.yaml, images/ and labels/ with a line 'cls xc yc w h' per box.
+
+    ROOT is the data.yaml file or the folder holding it. Its ``train``/``val``/``test`` entries
+    (a folder, a list of folders, or a .txt list of images) are relative to its ``path`` or to its
+    own folder, and ``names`` is a list or an {index: name} mapping. A folder with images/ and
+    labels/ and no data.yaml works too: images/train, images/val and images/test give the split,
+    and class names come from ``classes`` or a classes.txt beside images/ (else 0, 1, ...).
+    An image's labels are the .txt file of its stem at the same place under labels/; an image
+    without one has no defect (no boxes). A polygon line (cls x1 y1 x2 y2 ...) counts as its
+    bounding box.
+
+    Args:
+        root: The data.yaml file, or the folder holding it (or holding images/ and labels/).
+        classes: Class names in index order, instead of the data.yaml's ``names``.
+    """
+
+    name = "yolo"
+    task = "detect"
+
+    def __init__(self, root: str, classes: list[str] | None = None) -> None:
+        super().__init__()
+        given = existing(root, "YOLO dataset")
+        config = given if given.is_file() else yolo_yaml(given)
+        if config is not None:
+            base, names, sources = _read_data_yaml(config)
+        else:
+            if not (given / "images").is_dir():
+                raise DataError(f"'{root}' has neither a data.yaml nor an images/ folder")
+            base, names, sources = given, _classes_txt(given / "classes.txt"), [(None, given / "images")]
+        if classes is not None:
+            names = list(classes)
+        self.root = str(base)
+        entries, seen = [], set()
+        for split, source in sources:
+            for image in _source_images(source):
+                if str(image.resolve()) in seen:
+                    log.warning("%s is listed in more than one split; keeping it in the first", image)
+                    continue
+                seen.add(str(image.resolve()))
+                image_split = split if split is not None else split_of(relative(image, source))
+                boxes = read_yolo_labels(label_path(image), None if names is None else len(names))
+                entries.append((image, image_split, boxes))
+        if names is None:
+            top = max((b.label for _, _, boxes in entries for b in boxes), default=0)
+            names = [str(i) for i in range(top + 1)]
+        self.classes = list(names)
+        self.samples = [Sample(key=relative(image, base), path=str(image), boxes=boxes, split=split)
+                        for image, split, boxes in entries]
+
+
+def _read_data_yaml(config: Path) -> tuple[Path, list[str] | None, list[tuple[str | None, Path]]]:
+    """The root, class names and (split, image source) entries of a YOLO data.yaml."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(config.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise DataError(f"cannot read '{config}': {exc}") from exc
+    if not isinstance(data, dict):
+        raise DataError(f"'{config}' is not a YOLO data.yaml (expected the keys names, train and val)")
+    folder = config.parent
+    base = folder
+    if data.get("path"):
+        declared = Path(str(data["path"])).expanduser()
+        base = declared if declared.is_absolute() else folder / declared
+    sources: list[tuple[str | None, Path]] = []
+    for split in ("train", "val", "test"):
+        value = data.get(split)
+        items = [] if value in (None, "") else value if isinstance(value, list) else [value]
+        for item in items:
+            candidates = list(dict.fromkeys([base / str(item), folder / str(item)]))
+            found = next((c for c in candidates if c.exists()), None)
+            if found is None:
+                raise DataError(f"'{config}': {split} entry '{item}' not found "
+                                f"(looked for {' and '.join(str(c) for c in candidates)})")
+            sources.append((split, found))
+    if not sources:
+        raise DataError(f"'{config}' lists no train, val or test images")
+    return base, _yaml_names(data, config), sources
+
+
+def _yaml_names(data: dict[str, Any], config: Path) -> list[str] | None:
+    names, count = data.get("names"), data.get("nc")
+    if isinstance(names, dict):
+        try:
+            numbered = {int(k): str(v) for k, v in names.items()}
+        except (TypeError, ValueError):
+            numbered = {}
+        if sorted(numbered) != list(range(len(names))):
+            raise DataError(f"'{config}': names must be numbered 0..{len(names) - 1}, got {list(names)}")
+        names = [numbered[i] for i in range(len(numbered))]
+    elif isinstance(names, list):
+        names = [str(n) for n in names]
+    elif names is None and isinstance(count, int):
+        names = [str(i) for i in range(count)]
+    elif names is not None:
+        raise DataError(f"'{config}': names must be a list or an {{index: name}} mapping, got {names!r}")
+    if names is not None and isinstance(count, int) and count != len(names):
+        raise DataError(f"'{config}': nc is {count} but names lists {len(names)} classes")
+    return names
+
+
+def _classes_txt(path: Path) -> list[str] | None:
+    if not path.is_file():
+        return None
+    return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def _source_images(source: Path) -> list[Path]:
+    """The images of a data.yaml entry: a folder, a .txt list (paths relative to it), or one image."""
+    if source.is_dir():
+        return image_files(source)
+    if source.suffix.lower() == ".txt":
+        lines = [line.strip() for line in source.read_text(encoding="utf-8").splitlines() if line.strip()]
+        return [source.parent / line for line in lines]
+    return [source]
+
+
+def label_path(image: Path) -> Path:
+    """The label file of an image: its path with the last images/ folder replaced by labels/, as .txt."""
+    parts = image.parts
+    for i in range(len(parts) - 2, -1, -1):
+        if parts[i] == "images":
+            return Path(*parts[:i], "labels", *parts[i + 1:]).with_suffix(".txt")
+    return image.with_suffix(".txt")
+
+
+def read_yolo_labels(path: Path, num_classes: int | None) -> tuple[Box, ...]:
+    """The boxes of one YOLO label file (no file: no boxes); a malformed line is a DataError naming it."""
+    if not path.is_file():
+        return ()
+    boxes = []
+    for number, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), start=1):
+        fields = line.split()
+        if fields:
+            boxes.append(_parse_box(fields, num_classes, f"{path}, line {number}"))
+    return tuple(boxes)
+
+
+def _parse_box(fields: list[str], num_classes: int | None, where: str) -> Box:
+    try:
+        values = [float(v) for v in fields]
+    except ValueError:
+        values = []
+    if not (len(values) == 5 or (len(values) >= 7 and len(values) % 2 == 1)):
+        raise DataError(f"{where}: expected 'class x_center y_center width height' (a polygon: "
+                        f"'class x1 y1 x2 y2 ...'), got '{' '.join(fields)}'")
+    label, coords = values[0], values[1:]
+    if not label.is_integer() or label < 0 or (num_classes is not None and label >= num_classes):
+        known = f"0..{num_classes - 1}" if num_classes else "a class index >= 0"
+        raise DataError(f"{where}: class '{fields[0]}' is not one of the classes ({known})")
+    if not all(-1e-6 <= v <= 1 + 1e-6 for v in coords):
+        raise DataError(f"{where}: coordinates must be normalised to 0..1, got '{' '.join(fields[1:])}'")
+    if len(coords) == 4:
+        x_center, y_center, width, height = coords
+    else:
+        xs, ys = coords[0::2], coords[1::2]
+        x_center, y_center = (min(xs) + max(xs)) / 2, (min(ys) + max(ys)) / 2
+        width, height = max(xs) - min(xs), max(ys) - min(ys)
+    if width <= 0 or height <= 0:
+        raise DataError(f"{where}: a box needs a width and height > 0, got '{' '.join(fields[1:])}'")
+    return Box(int(label), x_center, y_center, width, height)

@@ -1,0 +1,12 @@
+"""Segmentation evaluator of SPEC 003: pixel IoU, precision (PA), recall, Dice and OII of binary defect masks."""
+
+from __future__ import annotations
+
+from defectlab import hookimpl
+
+
+@hookimpl
+def register_evaluators():
+    from defectlab_plugins.segmentation_metrics.evaluator import SegmentationEvaluator
+
+    return [SegmentationEvaluator]
