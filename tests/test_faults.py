@@ -181,6 +181,25 @@ def test_one_class_is_refused_before_training(tiny, tmp_path, run_cli):
     assert not (tmp_path / "run" / "last.pt").exists()
 
 
+def test_an_empty_class_folder_is_left_out_unless_named(tmp_path, caplog):
+    data = write_two_class_folder(tmp_path / "data", per_class=3)
+    (data / "cracked").mkdir()
+    found = dl.open_dataset(str(data))
+    assert found.classes == ["bright", "dark"] and found.class_counts() == [3, 3]
+    assert "class folder(s) cracked hold no image and are left out" in caplog.text
+    named = dl.create("dataset", {"name": "image_folder", "root": str(data), "classes": ["bright", "cracked", "dark"]})
+    assert named.classes == ["bright", "cracked", "dark"] and named.class_counts() == [3, 0, 3]
+
+
+def test_a_mask_over_the_pixel_limit_is_unreadable(tmp_path, monkeypatch):
+    from defectlab_plugins.datasets.masks import read_mask
+
+    Image.fromarray(np.zeros((64, 64), np.uint8)).save(tmp_path / "mask.png")
+    monkeypatch.setenv("DEFECTLAB_MAX_IMAGE_PIXELS", "1000")
+    with pytest.raises(dl.UnreadableImageError, match="cannot read mask .* over the limit"):
+        read_mask(str(tmp_path / "mask.png"))
+
+
 # --- 6. a failed write is the environment, not a bug -----------------------------------------------------
 
 def test_a_full_disk_during_a_checkpoint_keeps_the_last_good_one(tiny, data, tmp_path, run_cli, monkeypatch):

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import logging
+
 from defectlab import DataError, Sample, image_files
 from defectlab_plugins.datasets.layouts import LayoutDataset, existing_folder, relative, subfolders
+
+log = logging.getLogger("defectlab.datasets")
 
 
 class ImageFolder(LayoutDataset):
     """Images in one subfolder per class (ROOT/<class>/...), for classification.
 
     Class names are the subfolder names in natural order (``defect2`` before ``defect10``); an
-    image may sit at any depth below its class folder. Hidden files and folders are skipped.
+    image may sit at any depth below its class folder. Hidden files and folders are skipped, and
+    so is a class folder without images (with a warning), unless ``classes`` names it.
 
     Args:
         root: Folder holding one subfolder per class.
@@ -31,7 +36,13 @@ class ImageFolder(LayoutDataset):
                 raise DataError(f"'{root}' has no class folder {', '.join(missing)} "
                                 f"(its folders: {', '.join(found) or 'none'})")
         self.root = str(folder)
-        self.classes = list(found if classes is None else classes)
+        images = {name: image_files(folder / name) for name in (found if classes is None else classes)}
+        empty = [name for name, paths in images.items() if not paths]
+        if classes is None and empty:  # a class named in `classes` is kept, images or not
+            log.warning("'%s': class folder(s) %s hold no image and are left out; name them in `classes` to keep "
+                        "them as classes", root, ", ".join(empty))
+            images = {name: paths for name, paths in images.items() if paths}
+        self.classes = list(images)
         for label, name in enumerate(self.classes):
-            for path in image_files(folder / name):
+            for path in images[name]:
                 self.samples.append(Sample(key=relative(path, folder), path=str(path), label=label))

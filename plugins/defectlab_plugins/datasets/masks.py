@@ -4,32 +4,23 @@ from __future__ import annotations
 
 from typing import Any
 
-from defectlab import DataError, Sample, UnreadableImageError, first_few
+from defectlab import DataError, Sample, first_few, open_image
 
 
 def image_size(path: str) -> tuple[int, int]:
     """(width, height) of an image file, read from its header."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as image:
-            return image.size
-    except (OSError, UnidentifiedImageError, ValueError) as exc:
-        raise UnreadableImageError(f"cannot read image '{path}': {exc}") from exc
+    with open_image(path) as image:
+        return image.size
 
 
 def read_mask(path: str) -> Any:
     """A mask file as a 2-D integer array of its stored values (palette indices for 'P' images)."""
     import numpy as np
-    from PIL import Image, UnidentifiedImageError
 
-    try:
-        with Image.open(path) as image:
-            image.load()
-            mode = image.mode
-            array = np.asarray(image.convert("RGB") if mode in ("RGBA", "LA", "CMYK", "YCbCr") else image)
-    except (OSError, UnidentifiedImageError, ValueError) as exc:
-        raise UnreadableImageError(f"cannot read mask '{path}': {exc}") from exc
+    with open_image(path, "mask") as image:
+        image.load()
+        mode = image.mode
+        array = np.asarray(image.convert("RGB") if mode in ("RGBA", "LA", "CMYK", "YCbCr") else image)
     if array.ndim == 3:
         if not (array == array[..., :1]).all():
             raise DataError(f"mask '{path}' is a colour image ({mode}); save masks with one channel of "
