@@ -23,22 +23,29 @@ COMMANDS = {
 }
 
 
-def median_seconds(command: list[str], repeat: int) -> float:
-    """Median wall time of ``repeat`` runs after one warm-up run (file cache filled)."""
+def timed(command: list[str]) -> float:
+    start = time.perf_counter()
     subprocess.run(command, check=True, capture_output=True)
-    times = []
+    return time.perf_counter() - start
+
+
+def median_seconds(commands: dict[str, list[str]], repeat: int) -> dict[str, float]:
+    """Median wall time of each command over ``repeat`` rounds, the commands taking turns within a
+    round so that a noisy neighbour slows them alike; one warm-up run each first (file cache filled)."""
+    for command in commands.values():
+        timed(command)
+    times: dict[str, list[float]] = {name: [] for name in commands}
     for _ in range(repeat):
-        start = time.perf_counter()
-        subprocess.run(command, check=True, capture_output=True)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        for name, command in commands.items():
+            times[name].append(timed(command))
+    return {name: statistics.median(values) for name, values in times.items()}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=7)
     args = parser.parse_args()
-    results = {name: median_seconds(command, args.repeat) for name, command in COMMANDS.items()}
+    results = median_seconds(COMMANDS, args.repeat)
     reference = results["python -c 'import torch' (reference)"]
     print(f"{'command':<40} {'median s':>9} {'x torch':>8}")
     for name, seconds in results.items():
