@@ -117,7 +117,7 @@ def main() -> None:
     else:
         print(f"ratio focal_tversky / dibe_reg epochs to IoU {args.target:g}: undefined (dibe_reg: "
               f"{dibe or 'not reached'}, focal_tversky: {ft or 'not reached'} in {args.epochs} epochs)")
-    print(f"runs and report: {dl.compare_runs(runs, out, title='DIBE_Reg vs Focal Tversky at 1:2000').report}")
+    print(f"runs and report: {dl.compare_runs(runs, out / 'comparison', title='DIBE_Reg vs Focal Tversky at 1:2000').report}")
 
 
 if __name__ == "__main__":

@@ -8,7 +8,8 @@ Every loss trains the same U-Net (ResNet-18 encoder, grey input, random initiali
 the same images, split and seed with the paper's optimiser (SGD lr 0.01, momentum 0.9) and its
 §4.3.2 loss defaults (each loss's own defaults in defectlab). The test split's IoU, PA, recall,
 Dice and OII of each run's best epoch (by validation IoU) are printed as a table, and one
-report.html with the table and every run's curves is written into --out.
+report.html with the table and every run's curves is written into --out/comparison (each run
+has its own folder in --out).
 """
 
 from __future__ import annotations
@@ -78,7 +79,8 @@ def main() -> None:
                      "best epoch": (run.status.get("best") or {}).get("epoch"),
                      "seconds": f"{time.perf_counter() - started:.1f}"})
         print(f"{name}: test IoU {run.scores['iou']:.4f}, OII {run.scores['oii']:.4f}", flush=True)
-    report = dl.compare_runs(runs, args.out, title="segmentation losses on synthetic cracks (U-Net)").report
+    report = dl.compare_runs(runs, args.out / "comparison",
+                             title="segmentation losses on synthetic cracks (U-Net)").report
     print()
     print(format_table(["loss", "iou", "pa", "recall", "dice", "oii", "best epoch", "seconds"], rows))
     best = max(rows, key=lambda r: r["iou"])

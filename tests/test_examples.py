@@ -30,8 +30,8 @@ def test_compare_losses_trains_each_loss_and_writes_one_report(tmp_path):
         scores = json.loads((out / loss / "run.json").read_text())["evaluation"]["scores"]
         assert 0 <= scores["iou"] <= 1 and -1 <= scores["oii"] <= 1
         assert f"{loss}: test IoU {scores['iou']:.4f}, OII {scores['oii']:.4f}" in result.stdout
-    assert len(json.loads((out / "comparison.json").read_text())["rows"]) == 2
-    assert (out / "report.html").is_file() and "highest test IoU:" in result.stdout
+    assert len(json.loads((out / "comparison" / "comparison.json").read_text())["rows"]) == 2
+    assert (out / "comparison" / "report.html").is_file() and "highest test IoU:" in result.stdout
 
 
 def test_compare_losses_refuses_an_unknown_loss_before_training(tmp_path):
