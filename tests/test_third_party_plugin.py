@@ -82,6 +82,18 @@ def hello_installed(tmp_path_factory) -> Iterator[Path]:
         SITES.remove(site)
 
 
+def test_the_tests_install_nothing_into_their_own_environment(hello_installed):
+    """The example is installed for the commands run here, never into the environment running the tests."""
+    from importlib import metadata
+
+    with pytest.raises(metadata.PackageNotFoundError):
+        metadata.distribution(HELLO_DIST)
+    assert all(not str(site).startswith(sys.prefix) for site in SITES)
+    seen = subprocess.run([sys.executable, "-c", f"from importlib import metadata; print(metadata.version({HELLO_DIST!r}))"],
+                          capture_output=True, text=True, env=_env(), timeout=60)
+    assert seen.stdout.strip() == "0.1.0", seen.stderr
+
+
 def test_hello_is_listed_as_a_plugin(hello_installed):
     records = {r["name"]: r for r in defectlab_json("plugins", env=_env(DEFECTLAB_PLUGINS=EVERY_PLUGIN))}
     hello = records["hello"]
