@@ -31,3 +31,19 @@ def run_cli():
         return CliRunner().invoke(_EntryPoint(), list(args), env=env)
 
     return invoke
+
+
+@pytest.fixture
+def tiny(defectlab_plugin):
+    """The tiny test models (tiny_cnn, tiny_segnet) registered for one test."""
+    from tests.tiny_models import TinyModels
+
+    defectlab_plugin(TinyModels(), "tiny_models")
+
+
+@pytest.fixture
+def two_classes(tmp_path):
+    """A class folder of 20 bright and 20 dark 16x16 grey images (tests/tiny_models.py)."""
+    from tests.tiny_models import write_two_class_folder
+
+    return write_two_class_folder(tmp_path / "data")

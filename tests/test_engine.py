@@ -13,17 +13,11 @@ from defectlab.training.checkpoints import load_checkpoint
 from defectlab.training.loop import make_schedule
 from defectlab.training.settings import TrainSettings
 
-from tests.tiny_models import TinyModels, write_two_class_folder
 
 
 @pytest.fixture
-def tiny(defectlab_plugin):
-    defectlab_plugin(TinyModels(), "tiny_models")
-
-
-@pytest.fixture
-def folder(tmp_path):
-    return write_two_class_folder(tmp_path / "data")
+def folder(two_classes):
+    return two_classes
 
 
 def config(data, **train):

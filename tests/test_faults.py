@@ -22,26 +22,21 @@ import pytest
 import torch
 from PIL import Image
 
-from tests.tiny_models import TinyModels, write_two_class_folder
+from tests.tiny_models import write_two_class_folder
 
 ROOT = Path(__file__).resolve().parents[1]
 BUG = "This is a bug"
 
 
 @pytest.fixture
-def tiny(defectlab_plugin):
-    defectlab_plugin(TinyModels(), "tiny_models")
-
-
-@pytest.fixture
-def data(tmp_path):
-    return write_two_class_folder(tmp_path / "data")
+def data(two_classes):
+    return two_classes
 
 
 def tiny_config(path: Path, data: Path, epochs: int = 2, **extra: str) -> Path:
     """A TOML config training tiny_cnn on ``data``."""
     lines = [f'[data]\ndataset = "{data}"\nimage_size = 16\nbatch_size = 8',
-             f'[model]\nname = "tiny_cnn"', f"[train]\nepochs = {epochs}\nlr = 0.05\nprogress = false"]
+             '[model]\nname = "tiny_cnn"', f"[train]\nepochs = {epochs}\nlr = 0.05\nprogress = false"]
     path.write_text("\n".join(lines) + "\n" + "".join(f"{k} = {v}\n" for k, v in extra.items()))
     return path
 

@@ -7,12 +7,7 @@ import json
 
 import pytest
 
-from tests.tiny_models import TinyModels, write_two_class_folder
-
-
-@pytest.fixture
-def tiny(defectlab_plugin):
-    defectlab_plugin(TinyModels(), "tiny_models")
+from tests.tiny_models import write_two_class_folder
 
 
 @pytest.fixture
