@@ -1,0 +1,1 @@
+"""Runs: run directories, their metrics and reports, and comparison tables."""
