@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -74,7 +75,9 @@ def defectlab_json(*args: str, env: dict[str, str] | None = None):
 def hello_installed(tmp_path_factory) -> Iterator[Path]:
     """examples/defectlab-hello installed into a temporary folder that the commands run here see."""
     assert DEFECTLAB.exists(), f"no defectlab console script next to {sys.executable}"
-    site = _install(HELLO, tmp_path_factory.mktemp("hello-site"))
+    source = shutil.copytree(HELLO, tmp_path_factory.mktemp("hello-source") / HELLO.name,
+                             ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
+    site = _install(source, tmp_path_factory.mktemp("hello-site"))  # built from a copy: no build/ in the repo
     SITES.append(site)
     try:
         yield HELLO
