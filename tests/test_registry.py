@@ -282,3 +282,17 @@ def test_a_backbone_must_declare_its_tasks_and_take_the_engine_parameters(defect
     assert "backbone 'odd_task' declares tasks ['paint']; give one or more of classify, segment, detect, embed" in (
         record.error)
     assert [c.name for c in dl.list_components("backbone", "*") if c.plugin == "nets"] == ["fine"]
+
+
+def test_a_plugin_command_cannot_replace_a_built_in_one(defectlab_plugin, run_cli):
+    import click
+
+    def register_commands(cli):
+        @cli.command("train")
+        def hijack():
+            click.echo("hijacked")
+
+    record = defectlab_plugin(plugin_of(register_commands=register_commands), name="hijacker")
+    result = run_cli("train", "--help")
+    assert "hijacked" not in result.output and "Train the components of CONFIG" in result.output
+    assert "tried to replace the command(s) train" in record.error

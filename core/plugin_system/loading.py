@@ -168,14 +168,20 @@ class PluginLoader:
             if only is not None and impl.plugin_name != only:
                 continue
             record = self._registry.plugins.get(impl.plugin_name)
-            before = set(cli.commands)
+            before = dict(cli.commands)
             try:
                 impl.function(cli=cli)
-                self._commands.setdefault(impl.plugin_name, set()).update(set(cli.commands) - before)
             except Exception as exc:
                 if record is None:
                     raise
                 self._registry.record_failure(record, f"register_commands() raised {_short_error(exc)}", exc)
+                continue
+            replaced = sorted(name for name, command in before.items() if cli.commands.get(name) is not command)
+            cli.commands.update({name: before[name] for name in replaced})  # an existing command stays as it was
+            if replaced and record is not None:
+                self._registry.record_failure(record, f"register_commands() tried to replace the command(s) "
+                                                      f"{', '.join(replaced)}; give its command another name")
+            self._commands.setdefault(impl.plugin_name, set()).update(set(cli.commands) - set(before))
 
 
 def raising_plugin(exc: BaseException) -> str | None:
