@@ -87,6 +87,8 @@ _LAZY = {  # public names whose modules import torch or click
     "freeze_backbone": "defectlab.training.transfer",
     "init_backbone_from": "defectlab.training.transfer",
     "train": "defectlab.workflows.train",
+    "pretrain": "defectlab.workflows.pretrain",
+    "sweep": "defectlab.workflows.sweep",
     "evaluate_run": "defectlab.workflows.evaluate",
     "load_trained": "defectlab.workflows.predict",
     "predict": "defectlab.workflows.predict",
@@ -113,8 +115,8 @@ __all__ = [
     "screen", "ScreeningResult", "discrepancy_score", "select_source", "source_subset", "balancing_plan",
     "write_subset_csv",
     # training and using runs
-    "train", "Trainer", "TrainSettings", "Run", "freeze_backbone", "init_backbone_from",
-    "evaluate_run", "load_trained", "predict", "compare_runs", "tune_oii", "OIITuning",
+    "train", "pretrain", "Trainer", "TrainSettings", "Run", "freeze_backbone", "init_backbone_from",
+    "evaluate_run", "load_trained", "predict", "compare_runs", "sweep", "tune_oii", "OIITuning",
 ]
 
 

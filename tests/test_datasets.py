@@ -296,7 +296,7 @@ def test_every_format_documents_its_parameters():
     for component in dl.list_components("dataset"):
         if component.plugin != "datasets":
             continue
-        assert component.summary and component.obj.task in ("classify", "detect", "segment")
+        assert component.summary and component.obj.task in ("classify", "detect", "segment", "pretrain")
         assert all(p.doc and p.type_name != "any" for p in component.parameters), component.name
 
 

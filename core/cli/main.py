@@ -21,13 +21,15 @@ def _register_builtin_commands() -> None:
         config_commands,
         data_commands,
         demo_command,
+        pretrain_command,
         screen_command,
+        sweep_command,
         train_commands,
         tune_oii_command,
     )
 
-    for module in (catalog, component_verbs, config_commands, data_commands, demo_command, screen_command,
-                   train_commands, tune_oii_command):
+    for module in (catalog, component_verbs, config_commands, data_commands, demo_command, pretrain_command,
+                   screen_command, sweep_command, train_commands, tune_oii_command):
         for command in module.COMMANDS:
             cli.add_command(command)
 

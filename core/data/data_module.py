@@ -110,7 +110,8 @@ class SplitImages(Dataset):
         image, mask = self.resized(index)
         if mask is not None:
             return self.transform(image, mask, train=self.train)
-        return self.transform(image, train=self.train), torch.tensor(self.dataset.samples[index].label)
+        label = self.dataset.samples[index].label if self.task == "classify" else 0  # pretraining ignores labels
+        return self.transform(image, train=self.train), torch.tensor(label)
 
     def resized(self, index: int) -> tuple[np.ndarray, np.ndarray | None]:
         """The sample's image (and mask) decoded, checked and resized, from the cache when it is there."""
@@ -172,7 +173,8 @@ class DataModule:
         dataset: The data: a path, NAME or NAME:VALUE, a dataset spec table, or a DefectDataset.
         val: A separate validation dataset (same classes), instead of a share of ``dataset``.
         test: A separate test dataset (same classes), instead of a share of ``dataset``.
-        task: 'classify' (a label per image) or 'segment' (a mask per image); default: the dataset's task.
+        task: 'classify' (a label per image), 'segment' (a mask per image) or 'pretrain' (images only,
+            labels ignored: self-supervised pretraining); default: the dataset's task.
         split: Train/val/test fractions (or train/test: no val) for a stratified split.
         format_splits: Use the format's own train/val/test folders when it has them; False
             splits the data by ``split`` instead (MVTec AD's train folder has good images only).
@@ -196,7 +198,7 @@ class DataModule:
     def __init__(self, dataset: str | dict[str, Any] | DefectDataset, *,
                  val: str | dict[str, Any] | DefectDataset | None = None,
                  test: str | dict[str, Any] | DefectDataset | None = None,
-                 task: Literal["classify", "segment"] | None = None,
+                 task: Literal["classify", "segment", "pretrain"] | None = None,
                  split: Annotated[tuple[float, ...], SplitFractions()] = (0.7, 0.15, 0.15),
                  format_splits: bool = True, seed: Annotated[int, Range(0)] = 0,
                  splits_csv: str | None = None,
@@ -212,10 +214,11 @@ class DataModule:
         fractions = checked_fractions(split)
         main = open_dataset(dataset)
         self.task = task or main.task
-        if self.task not in ("classify", "segment"):
+        if self.task not in ("classify", "segment", "pretrain"):
             raise DataError(f"the data module does not support the task '{self.task}' of {main!r} yet; "
-                            f"it handles classify and segment")
-        self.transform = ImageTransform(image_size, channels, normalize, augment, self.task)
+                            f"it handles classify, segment and pretrain (images only, labels ignored)")
+        self.transform = ImageTransform(image_size, channels, normalize, augment,
+                                        "segment" if self.task == "segment" else "classify")
         explicit = {name: open_dataset(spec) for name, spec in (("val", val), ("test", test)) if spec is not None}
         self.classes = list(main.classes)
         for name, data in explicit.items():
@@ -282,7 +285,8 @@ class DataModule:
             if missing:
                 raise DataError(f"classification needs a class label per image, but {len(missing)} image(s) of "
                                 f"{data!r} have none (e.g. {first_few(missing)})")
-        elif type(data).load_mask is DefectDataset.load_mask and not any(s.mask_path for s in data.samples):
+        elif self.task == "segment" and type(data).load_mask is DefectDataset.load_mask and \
+                not any(s.mask_path for s in data.samples):
             raise DataError(f"segmentation needs a mask per image, but {data!r} has no masks")
 
     # --- what the data are ---------------------------------------------------------------------

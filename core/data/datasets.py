@@ -173,7 +173,7 @@ class DefectDataset:
     """
 
     name = "dataset"
-    task = "classify"  # or "detect" / "segment"
+    task = "classify"  # or "detect" / "segment" / "pretrain" (images without labels)
 
     def __init__(self) -> None:
         self.samples: list[Sample] = []

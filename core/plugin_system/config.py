@@ -31,6 +31,7 @@ class Section:
     settings: Callable[..., Any] | Sequence[Parameter] | None = None
     value_type: Any = None
     required: bool = False
+    supplied: tuple[str, ...] = ()  # component parameters the workflow passes itself
 
 
 Schema = Mapping[str, Section]
@@ -131,7 +132,7 @@ def validate(config: Mapping[str, Any], schema: Schema = DEFAULT_SCHEMA) -> list
             except DefectlabError as exc:
                 problems.append(str(exc) if str(exc).startswith(where) else f"{where}: {exc}")
                 continue
-            problems.extend(component.check_params(params, where)[1])
+            problems.extend(component.check_params(params, where, section.supplied)[1])
     return problems
 
 

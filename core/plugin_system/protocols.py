@@ -83,22 +83,37 @@ class Backbone(Protocol):
 
 @runtime_checkable
 class SSLObjective(Protocol):
-    """Kind ``ssl``: a self-supervised objective wrapping an encoder (provisional).
+    """Kind ``ssl``: a self-supervised objective wrapping an encoder; ``defectlab pretrain`` trains it.
 
-    No workflow calls these members yet; ``defectlab pretrain`` will, and may still change them.
-    The constructor takes ``encoder`` (a module from a backbone built for ``embed``) and the
-    objective's settings. Per step: ``views(images)`` on a float image batch (N, C, H, W) makes
-    the objective's inputs, ``loss(views)`` returns a 0-dim tensor to minimise, and
-    ``after_step()`` runs after the optimiser step (an EMA teacher update, or nothing).
-    ``export_encoder()`` returns the trained encoder without pretraining-only parts, for a later
-    ``train`` run to load as backbone weights.
+    An objective is a ``torch.nn.Module`` (so its own parts, a decoder, a projection head, a
+    teacher, a centre, are saved, moved and resumed with it) built as ``Objective(encoder,
+    **settings)``: ``encoder`` is a module from a backbone built for the ``embed`` task, whose
+    ``forward_features(images)`` gives (N, D) embeddings (the built-in ViTs also expose their timm
+    model as ``encoder.encoder``).
+
+    Each training step, under the engine's autocast: ``loss(views(images))`` on a float image batch
+    (N, C, H, W) gives a 0-dim tensor; the engine calls ``backward()``, then
+    ``before_optimizer_step(progress)`` (optional; e.g. drop the gradients of a layer frozen for the
+    first epoch), clips gradients, steps the optimiser, and calls ``after_step(progress,
+    optimizer)`` (an EMA teacher, schedules of momentum, temperature or weight decay).
+    ``progress`` is the fraction of all training steps done, in [0, 1].
+    ``param_groups()`` lists what the optimiser trains (never a teacher), as torch optimiser
+    groups; a group may set its own ``weight_decay``. ``epoch_metrics()`` (optional) returns
+    numbers logged once per epoch as ``train/<name>``. ``write(folder, images)`` (optional) draws
+    pictures of what the objective does with a batch; it returns what it wrote.
+    ``export_encoder()`` returns the encoder alone, without pretraining-only parts: what
+    ``train --init-from`` loads.
     """
+
+    name: str
 
     def views(self, images: Tensor) -> Any: ...
 
     def loss(self, views: Any) -> Tensor: ...
 
-    def after_step(self) -> None: ...
+    def param_groups(self) -> list[dict[str, Any]]: ...
+
+    def after_step(self, progress: float, optimizer: Any) -> None: ...
 
     def export_encoder(self) -> nn.Module: ...
 

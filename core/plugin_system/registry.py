@@ -74,11 +74,19 @@ class Component:
             "doc": description_of(self.obj),
         }
 
-    def check_params(self, params: dict[str, Any], where: str) -> tuple[dict[str, Any], list[str]]:
-        """Coerce ``params`` to the declared types; return them with one line per problem."""
+    def check_params(self, params: dict[str, Any], where: str, supplied: tuple[str, ...] = ()
+                     ) -> tuple[dict[str, Any], list[str]]:
+        """Coerce ``params`` to the declared types; return them with one line per problem.
+
+        ``supplied`` names parameters the workflow passes itself (an objective's ``encoder``): a
+        config may not set them, and they are not missing when it does not.
+        """
         known = {p.name: p for p in self.parameters}
         values, problems = {}, []
         for key, value in params.items():
+            if key in supplied:
+                problems.append(f"{where}.{key}: set by the workflow, not in the config")
+                continue
             if key not in known:
                 if accepts_any_keyword(self.obj):
                     values[key] = value
@@ -91,7 +99,7 @@ class Component:
             except ParameterError as exc:
                 problems.append(str(exc))
         for p in self.parameters:
-            if p.required and p.name not in params:
+            if p.required and p.name not in params and p.name not in supplied:
                 problems.append(f"{where}.{p.name}: required parameter of {self.kind} '{self.name}' is missing")
         return values, problems
 

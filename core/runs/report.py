@@ -5,13 +5,13 @@ from __future__ import annotations
 import html
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dataclasses import dataclass
-
 from defectlab.plugin_system.files import write_json, write_text
+from defectlab.plugin_system.naming import natural_key
 from defectlab.runs.tables import format_table
 
 #: Scores shown first in comparison tables when a run has them.
@@ -97,6 +97,9 @@ def write_run_report(folder: Path) -> Path:
     parts = [f"<p>status: <b>{html.escape(str(status.get('status', 'unknown')))}</b> "
              f"{html.escape(status.get('message', ''))} — epochs {status.get('epochs_done')}/{status.get('epochs')}, "
              f"best {html.escape(str(status.get('best')))}</p>"]
+    if status.get("warnings"):
+        parts.append("<h2>warnings</h2><ul>" + "".join(f"<li>{html.escape(w)}</li>" for w in status["warnings"])
+                     + "</ul>")
     curves = plot_curves({run.name: run.metrics}, folder / "curves.png", title=run.name)
     if evaluation:
         scores = {k: v for k, v in evaluation["scores"].items() if "/" not in k}
@@ -113,6 +116,11 @@ def write_run_report(folder: Path) -> Path:
             parts.append(f'<h3>{html.escape(label)}</h3><img src="{relative.as_posix()}">')
         else:
             parts.append(f'<p><a href="{relative.as_posix()}">{html.escape(label)}</a></p>')
+    pictures = sorted((folder / "pictures").glob("epoch-*/*.png"), key=lambda p: natural_key(p.as_posix()))
+    if pictures:  # what a pretraining objective drew (MAE's reconstructions), the last epoch's
+        last = pictures[-1].parent
+        parts.append(f"<h2>{html.escape(last.name)}</h2>" + "".join(
+            f'<img src="{p.relative_to(folder).as_posix()}">' for p in pictures if p.parent == last))
     if status.get("skipped_images"):
         parts.append("<h2>unreadable images (skipped)</h2><p>" + ", ".join(
             html.escape(k) for k in status["skipped_images"]) + "</p>")
@@ -128,17 +136,21 @@ def write_run_report(folder: Path) -> Path:
     return path
 
 
-def comparison_rows(runs: Sequence[Any]) -> tuple[list[dict[str, Any]], list[str]]:
-    """One row per run (name, status, best epoch, final scores) and the columns worth showing."""
-    rows, seen = [], {}
+def comparison_rows(runs: Sequence[Any], labels: Mapping[str, Mapping[str, Any]] | None = None
+                    ) -> tuple[list[dict[str, Any]], list[str]]:
+    """One row per run (name, its ``labels`` such as a sweep's settings, status, best epoch, final
+    scores) and the columns worth showing."""
+    rows, seen, labelled = [], {}, {}
     for run in runs:
         scores = {k: v for k, v in run.scores.items() if "/" not in k}
         status = run.status
-        rows.append({"run": run.name, "status": status.get("status"), "epochs": status.get("epochs_done"),
+        extra = dict((labels or {}).get(run.name, {}))
+        labelled.update(dict.fromkeys(extra))
+        rows.append({"run": run.name, **extra, "status": status.get("status"), "epochs": status.get("epochs_done"),
                      "best epoch": (status.get("best") or {}).get("epoch"), **scores})
         seen.update(dict.fromkeys(scores))
     ordered = [k for k in HEADLINE if k in seen] + [k for k in seen if k not in HEADLINE and k != "loss"]
-    return rows, ["run", "status", "epochs", "best epoch", *ordered]
+    return rows, ["run", *labelled, "status", "epochs", "best epoch", *ordered]
 
 
 @dataclass(frozen=True)
@@ -154,12 +166,16 @@ class Comparison:
         return format_table(self.columns, self.rows)
 
 
-def write_comparison(runs: Sequence[Any], folder: Path, title: str = "comparison") -> Comparison:
-    """report.html, curves.png and comparison.json comparing ``runs`` side by side (final scores, overlaid curves)."""
+def write_comparison(runs: Sequence[Any], folder: Path, title: str = "comparison",
+                     labels: Mapping[str, Mapping[str, Any]] | None = None, figures: Sequence[Path] = ()
+                     ) -> Comparison:
+    """report.html, curves.png and comparison.json comparing ``runs`` side by side (final scores, overlaid
+    curves); ``labels`` add columns per run name, ``figures`` are shown above the curves."""
     folder.mkdir(parents=True, exist_ok=True)
-    rows, columns = comparison_rows(runs)
+    rows, columns = comparison_rows(runs, labels)
     curves = plot_curves({run.name: run.metrics for run in runs}, folder / "curves.png", title=title)
     body = [_table(rows, columns)]
+    body += [f'<img src="{Path(figure).relative_to(folder).as_posix()}">' for figure in figures]
     if curves:
         body.append(f'<img src="{curves.name}">')
     body += [f'<p><a href="{Path(run.folder.resolve() / "report.html").as_uri()}">{html.escape(run.name)}</a></p>'

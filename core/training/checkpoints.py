@@ -10,6 +10,8 @@ from defectlab.plugin_system.files import atomic_write
 
 #: Version of the checkpoint layout; a newer one is refused with a clear message.
 FORMAT = 1
+#: The encoder a pretraining exports, beside its last.pt/best.pt: what ``--init-from RUN`` loads first.
+ENCODER_FILE = "encoder.pt"
 
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> Path:

@@ -26,7 +26,12 @@ from typing import Any
 import numpy as np
 import torch
 from defectlab.plugin_system.errors import DataError, DefectlabError, TrainingError
-from defectlab.plugin_system.files import stale_temporaries, write_error, write_json, write_text
+from defectlab.plugin_system.files import (
+    stale_temporaries,
+    write_error,
+    write_json,
+    write_text,
+)
 from defectlab.training import distributed
 from defectlab.training.checkpoints import load_checkpoint, save_checkpoint
 from defectlab.training.contracts import checked_logits, checked_loss
@@ -64,7 +69,10 @@ def pick_device(name: str, world: distributed.World) -> torch.device:
     return device
 
 
-def make_optimizer(parameters: list[nn.Parameter], settings: TrainSettings) -> torch.optim.Optimizer:
+def make_optimizer(parameters: list[nn.Parameter] | list[dict[str, Any]], settings: TrainSettings
+                   ) -> torch.optim.Optimizer:
+    """The optimiser of ``settings`` over parameters, or over torch parameter groups (which may set their
+    own weight decay)."""
     if not parameters:
         raise DataError("every parameter of the model is frozen: nothing to train (check model.freeze and "
                         "train.linear_probe)")
@@ -140,6 +148,7 @@ class Trainer:
         self.skipped: dict[str, None] = {}
         self.transfer_report: dict[str, Any] | None = None
         self.frozen: list[str] = []
+        self.warnings: list[str] = []  # what callbacks found worth telling (e.g. a collapsing pretraining)
         self.amp = self.settings.amp and self.device.type == "cuda"
 
     # --- set-up ----------------------------------------------------------------------------------
@@ -161,7 +170,8 @@ class Trainer:
         if self.world.distributed:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.model = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
-        trainable = [p for p in self.model.parameters() if p.requires_grad]
+        groups = getattr(unwrap(self.model), "param_groups", None)  # an objective groups its own parameters
+        trainable = groups() if groups is not None else [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = make_optimizer(trainable, self.settings)
         self.schedule = make_schedule(self.optimizer, self.settings)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
@@ -251,13 +261,15 @@ class Trainer:
                    disable=None if self.settings.progress and self.world.is_main else True,  # None: not on a pipe
                    dynamic_ncols=True)
         total, seen, started = 0.0, 0, time.perf_counter()
+        steps = max(len(loader), 1)
         for step, batch in enumerate(bar, 1):
             self._note_skipped("train", batch)
             images = batch["image"]
             if not len(images):
                 continue
+            progress = ((epoch - 1) * steps + step) / (self.settings.epochs * steps)  # of every step, for schedules
             loss = self._step(images.to(self.device, non_blocking=True),
-                              batch["target"].to(self.device, non_blocking=True), epoch, step)
+                              batch["target"].to(self.device, non_blocking=True), epoch, step, progress)
             total += loss * len(images)
             seen += len(images)
             bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
@@ -266,7 +278,11 @@ class Trainer:
         if not seen:
             raise DataError("no training image could be read in this epoch; run `defectlab check-data` on the dataset")
         record = {"epoch": epoch, "train/loss": total / seen, "lr": self.optimizer.param_groups[0]["lr"],
+                  "weight_decay": self.optimizer.param_groups[0]["weight_decay"],
                   "seconds": round(seconds, 3), "images_per_s": round(seen / seconds, 2)}
+        epoch_metrics = getattr(unwrap(self.model), "epoch_metrics", None)
+        if epoch_metrics is not None:
+            record.update({f"train/{k}": float(v) for k, v in epoch_metrics().items()})
         self.schedule.step()
         if epoch % self.settings.eval_every == 0 or epoch == self.settings.epochs:
             split = "val" if "val" in self.data.splits else None
@@ -276,7 +292,7 @@ class Trainer:
                 record.update({f"val/{k}": v for k, v in scores.items()})
         return record
 
-    def _step(self, images: torch.Tensor, targets: torch.Tensor, epoch: int, step: int) -> float:
+    def _step(self, images: torch.Tensor, targets: torch.Tensor, epoch: int, step: int, progress: float) -> float:
         autocast = torch.autocast("cuda", dtype=torch.float16) if self.amp else nullcontext()
         with autocast:
             loss = checked_loss(self.loss, self.loss(checked_logits(self.model, self.model(images)), targets))
@@ -290,11 +306,16 @@ class Trainer:
                                 f"(`defectlab check-data`)")
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
+        model = unwrap(self.model)
+        if hasattr(model, "before_optimizer_step"):  # e.g. DINO drops a frozen layer's gradients
+            model.before_optimizer_step(progress)
         if self.settings.clip_grad_norm is not None:
             self.scaler.unscale_(self.optimizer)
             nn.utils.clip_grad_norm_(self.model.parameters(), self.settings.clip_grad_norm)
         self.scaler.step(self.optimizer)
         self.scaler.update()
+        if hasattr(model, "after_step"):  # e.g. an EMA teacher, schedules of momentum and weight decay
+            model.after_step(progress, self.optimizer)
         return float(loss.detach())
 
     def _after_epoch(self, record: dict[str, Any]) -> bool:
@@ -383,7 +404,8 @@ class Trainer:
             write_json(self.folder / "run.json", {
                 "status": status, "message": message, "epochs_done": self.epoch, "epochs": self.settings.epochs,
                 "best": self.best, "skipped_images": list(self.skipped), "transfer": self.transfer_report,
-                "frozen_parameters": len(self.frozen), "data": self.data.describe(), **extra})
+                "frozen_parameters": len(self.frozen), "data": self.data.describe(), "warnings": self.warnings,
+                **extra})
         except DefectlabError as exc:
             if not quiet:
                 raise

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from defectlab.plugin_system.errors import DataError
-from defectlab.training.checkpoints import checkpoint_path
+from defectlab.training.checkpoints import ENCODER_FILE, checkpoint_path
 from defectlab.training.weights import WeightReport, load_matching, read_state_dict
 
 if TYPE_CHECKING:
@@ -38,7 +38,8 @@ def init_backbone_from(model: nn.Module, run_or_file: str | Path) -> WeightRepor
     Tensors of the source's head (or any other non-backbone entry) are never loaded, even when
     their shapes would fit: the report lists them as unused.
     """
-    file = checkpoint_path(run_or_file)
+    path = Path(run_or_file).expanduser()
+    file = path / ENCODER_FILE if (path / ENCODER_FILE).is_file() else checkpoint_path(path)
     state = read_state_dict(file)
     backbone = {k: v for k, v in state.items() if is_backbone(model, k)}
     if not backbone:

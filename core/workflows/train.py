@@ -12,7 +12,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from defectlab.plugin_system.config import Section, validate
 from defectlab.plugin_system.errors import (
@@ -21,6 +21,7 @@ from defectlab.plugin_system.errors import (
     DefectlabError,
     ParameterError,
 )
+from defectlab.plugin_system.parameters import Range
 
 DEFAULT_LOSS = {"classify": {"name": "cross_entropy"}, "segment": {"name": "dibe"}}
 DEFAULT_EVALUATORS = {"classify": [{"name": "classification"}], "segment": [{"name": "segmentation"}]}
@@ -40,6 +41,15 @@ def train_settings_function() -> Any:
     return TrainSettings
 
 
+def pretrain_settings(*, picture_every: Annotated[int, Range(0)] = 5) -> None:
+    """The ``[pretrain]`` table of a config with an ``[ssl]`` objective.
+
+    Args:
+        picture_every: draw what the objective does with a batch (MAE: images, masks and
+            reconstructions) every this many epochs and after the last one; 0: never.
+    """
+
+
 def train_schema() -> dict[str, Section]:
     """Sections of a training config (the data and train tables are checked against their classes)."""
     return {
@@ -48,6 +58,8 @@ def train_schema() -> dict[str, Section]:
         "loss": Section(kind="loss"),
         "evaluators": Section(kind="evaluator", many=True),
         "train": Section(settings=train_settings_function()),
+        "ssl": Section(kind="ssl", supplied=("encoder",)),
+        "pretrain": Section(settings=pretrain_settings),
         "stages": Section(value_type=list[dict]),
     }
 
@@ -100,7 +112,8 @@ def check_config(config: Mapping[str, Any], source: str = "config") -> None:
         if isinstance(stage.get("train", {}), Mapping) and not any(p.startswith("train.") for p in found):
             found.extend(_settings_problems(stage.get("train", {})))
             init_from = stage.get("train", {}).get("init_from")
-            if init_from and not Path(init_from).expanduser().exists():
+            if init_from and str(init_from).lower() not in ("none", "null") and \
+                    not Path(init_from).expanduser().exists():
                 found.append(f"train.init_from: '{init_from}' is neither a run directory nor a weights file")
         data = stage.get("data")
         if isinstance(data, Mapping):
@@ -170,6 +183,11 @@ def build_stage(config: Mapping[str, Any], splits_csv: Path | None = None) -> tu
     component, model_params = resolve_spec("backbone", config["model"], "model")
     defaults = {p.name: p.default for p in component.parameters if not p.required}
     data_values = dict(config["data"])
+    if "ssl" in config:  # pretraining reads images only; a folder is read as plain images, whatever is in it
+        data_values["task"] = "pretrain"
+        data_values.setdefault("augment", ())  # the objective makes its own views
+        if isinstance(data_values["dataset"], str) and Path(data_values["dataset"]).is_dir():
+            data_values["dataset"] = {"name": "images", "root": data_values["dataset"]}
     # the model's input channels and the data's channels follow whichever of the two is set
     in_chans = int(model_params.get("in_chans", data_values.get("channels", defaults.get("in_chans", 3))))
     data_values.setdefault("channels", in_chans)
@@ -177,29 +195,40 @@ def build_stage(config: Mapping[str, Any], splits_csv: Path | None = None) -> tu
         data_values["splits_csv"] = str(splits_csv)
     data = DataModule(**data_values)
     tasks = getattr(component.obj, "tasks", None)
-    if tasks is not None and data.task not in tasks:
+    needed = "embed" if data.task == "pretrain" else data.task
+    if tasks is not None and needed not in tasks:
         raise ConfigError([f"model.name: '{component.name}' is a backbone for {', '.join(tasks)}, but the data "
-                           f"are for '{data.task}'; pick a {data.task} backbone (`defectlab list backbone`)"])
+                           f"are for '{needed}'; pick a {needed} backbone (`defectlab list backbone`)"])
     classes = len(data.classes)
     num_classes = classes if data.task == "classify" or classes > 2 else 1
+    if data.task == "pretrain":  # the encoder's head is never trained, and is left behind by init_from
+        num_classes = 2
     model_params = {**model_params, "in_chans": in_chans}
     model_params.setdefault("num_classes", num_classes)
     if "img_size" in defaults:  # a ViT's position embeddings are made for the data's image size
         model_params.setdefault("img_size", data.transform.size[0])
     model = component.build(model_params, where="model")
-    task = data.task
-    loss_spec = config.get("loss") or DEFAULT_LOSS[task]
-    evaluator_specs = config.get("evaluators") or DEFAULT_EVALUATORS[task]
-    loss = create("loss", loss_spec)
-    evaluators = [create("evaluator", spec) for spec in evaluator_specs]
     resolved = {
         "data": {"dataset": data_values["dataset"], **resolved_settings(data_values, DataModule)},
         "model": {"name": component.name, **model_params},
-        "loss": _as_spec(loss_spec), "evaluators": [_as_spec(s) for s in evaluator_specs],
         "train": settings.to_dict(),
     }
     resolved["data"].pop("splits_csv", None)
-    return resolved, data, model, loss, evaluators
+    if data.task == "pretrain":
+        from defectlab.training.objective import ObjectiveLoss, ObjectiveModel
+
+        if len(data.splits["train"]) < data.batch_size:
+            raise DataError(f"the training split has {len(data.splits['train'])} images, fewer than one batch of "
+                            f"{data.batch_size}; lower data.batch_size or give more images")
+
+        objective = create("ssl", config["ssl"], encoder=model)
+        resolved.update(ssl=_as_spec(config["ssl"]), pretrain=resolved_settings(config.get("pretrain", {}),
+                                                                                   pretrain_settings))
+        return resolved, data, ObjectiveModel(objective), ObjectiveLoss(), []
+    loss_spec = config.get("loss") or DEFAULT_LOSS[data.task]
+    evaluator_specs = config.get("evaluators") or DEFAULT_EVALUATORS[data.task]
+    resolved.update(loss=_as_spec(loss_spec), evaluators=[_as_spec(s) for s in evaluator_specs])
+    return resolved, data, model, create("loss", loss_spec), [create("evaluator", spec) for spec in evaluator_specs]
 
 
 def _as_spec(spec: Any) -> dict[str, Any]:
@@ -288,9 +317,48 @@ def _train_stage(config: Mapping[str, Any], folder: Path, callbacks: Sequence[An
     if not resume and world_from_environment().is_main:  # under torchrun only rank 0 writes
         write_resolved_config(folder, resolved, settings.seed)
         data.save_splits(splits)
+    if data.task == "pretrain":
+        callbacks = [*callbacks, *pretrain_callbacks(model.objective, data, folder, resolved)]
     trainer = Trainer(model, loss, data, folder, evaluators, settings, callbacks,
                       describe=checkpoint_description(resolved, data))
-    return trainer.fit(resume=resume)
+    run = trainer.fit(resume=resume)
+    if data.task == "pretrain" and world_from_environment().is_main:
+        export_encoder(model, folder)
+    return run
+
+
+def pretrain_callbacks(objective: Any, data: Any, folder: Path, resolved: Mapping[str, Any]) -> list[Any]:
+    """After each epoch: the objective's pictures every ``picture_every`` epochs, and its collapse
+    warning (printed, and kept in run.json for the report)."""
+    import logging
+
+    every = resolved["pretrain"]["picture_every"]
+    log = logging.getLogger("defectlab.pretrain")
+
+    def pictures(trainer: Any, record: Mapping[str, Any]) -> None:
+        epoch = record["epoch"]
+        if not trainer.world.is_main or not hasattr(objective, "write") or not every or (
+                epoch % every and epoch != trainer.settings.epochs):
+            return
+        split = "val" if "val" in data.splits else "train"
+        images = next(iter(data.loader(split)))["image"][:8].to(trainer.device)
+        objective.write(folder / "pictures" / f"epoch-{epoch}", images)
+
+    def collapse(trainer: Any, record: Mapping[str, Any]) -> None:
+        message = objective.collapse_warning() if hasattr(objective, "collapse_warning") else None
+        if message and trainer.world.is_main:
+            log.warning("epoch %s: %s", record["epoch"], message)
+            trainer.warnings.append(f"epoch {record['epoch']}: {message}")
+
+    return [pictures, collapse]
+
+
+def export_encoder(model: Any, folder: Path) -> Path:
+    """``encoder.pt``: the objective's encoder alone with the best weights, what ``--init-from`` loads."""
+    from defectlab.training.checkpoints import ENCODER_FILE, checkpoint_path, load_checkpoint, save_checkpoint
+
+    model.load_state_dict(load_checkpoint(checkpoint_path(folder))["model"])
+    return save_checkpoint(folder / ENCODER_FILE, {"model": model.objective.export_encoder().state_dict()})
 
 
 def _resume(folder: Path, overrides: Sequence[str], callbacks: Sequence[Any]) -> Any:

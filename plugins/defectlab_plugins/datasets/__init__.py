@@ -1,4 +1,5 @@
-"""Dataset formats: class folders, a CSV index, YOLO, MVTec AD, image/mask pairs and the ELPV cells.
+"""Dataset formats: class folders, a CSV index, YOLO, MVTec AD, image/mask pairs, the ELPV cells and
+plain image folders.
 
 Each component lists its samples up front (paths, labels, boxes, mask paths) and decodes pixels
 only when asked, through :class:`defectlab.DefectDataset`; one module per format.
@@ -16,6 +17,7 @@ def register_datasets():
     from defectlab_plugins.datasets.image_folder import ImageFolder
     from defectlab_plugins.datasets.image_mask import ImageMask
     from defectlab_plugins.datasets.mvtec import MVTecAD
+    from defectlab_plugins.datasets.plain_images import PlainImages
     from defectlab_plugins.datasets.yolo import Yolo
 
-    return [CsvIndex, ELPV, ImageFolder, ImageMask, MVTecAD, Yolo]
+    return [CsvIndex, ELPV, ImageFolder, ImageMask, MVTecAD, PlainImages, Yolo]
