@@ -93,6 +93,7 @@ _LAZY = {  # public names whose modules import torch or click
     "load_trained": "defectlab.workflows.predict",
     "predict": "defectlab.workflows.predict",
     "cli_group": "defectlab.cli.main",
+    "vision_transformer": "defectlab.training.objective",
 }
 
 __all__ = [
@@ -109,6 +110,8 @@ __all__ = [
     "atomic_write", "pyplot", "save_figure", "format_table", "first_few", "natural_key",
     "image_files", "read_image", "open_image", "open_dataset", "canonical_split",
     "WeightReport", "read_state_dict", "load_matching", "resolve_weights", "downloading_weights", "hub_offline",
+    "vision_transformer",
+    "vision_transformer",
     # data
     "DataModule", "ImageTransform", "stratified_split", "label_fraction_subset", "tile", "untile",
     # screening

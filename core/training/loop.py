@@ -169,7 +169,9 @@ class Trainer:
         distributed.start(self.world, self.device)
         if self.world.distributed:
             ids = [self.device.index] if self.device.type == "cuda" else None
-            self.model = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
+            # an objective leaves parts of its encoder unused (the backbone's classifier head)
+            unused = hasattr(self.model, "param_groups")
+            self.model = nn.parallel.DistributedDataParallel(self.model, device_ids=ids, find_unused_parameters=unused)
         groups = getattr(unwrap(self.model), "param_groups", None)  # an objective groups its own parameters
         trainable = groups() if groups is not None else [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = make_optimizer(trainable, self.settings)

@@ -14,6 +14,17 @@ import torch
 from torch import nn
 
 
+def vision_transformer(backbone: nn.Module) -> nn.Module | None:
+    """The timm VisionTransformer inside a backbone (the backbone itself, or its ``encoder`` attribute, as the
+    built-in ViTs hold it), else None: what an objective that works on patches needs to reach."""
+    from timm.models.vision_transformer import VisionTransformer
+
+    for candidate in (backbone, getattr(backbone, "encoder", None)):
+        if isinstance(candidate, VisionTransformer):
+            return candidate
+    return None
+
+
 class ObjectiveModel(nn.Module):
     """Wraps an ``ssl`` objective so that ``forward(images)`` is its loss on its own views of the batch."""
 

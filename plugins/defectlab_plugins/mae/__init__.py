@@ -1,0 +1,16 @@
+"""Entry point of the masked autoencoder of SPEC 002 (seed §2.6), an ``ssl`` objective for ViT encoders.
+
+The objective needs torch and timm, so it is imported only when the registry asks for it:
+importing this module (as every ``defectlab`` command does through the entry point) stays cheap.
+"""
+
+from __future__ import annotations
+
+from defectlab import hookimpl
+
+
+@hookimpl
+def register_ssl_objectives():
+    from defectlab_plugins.mae.objective import MAE
+
+    return [MAE]
