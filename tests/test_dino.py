@@ -154,7 +154,8 @@ def test_schedules_at_0_half_and_1():
 
 
 def test_centre_update_is_exact_and_comes_after_the_loss():
-    objective = tiny_dino(center_momentum=0.8).eval()  # no dropout: the student gives the same output twice
+    objective = tiny_dino(center_momentum=0.8).train()  # training mode, where the centre moves
+    objective.encoder.drop.p = 0.0  # so that the student gives the same output twice
     views = objective.views(images())
     teacher = objective.teacher_output(views)
     student = objective.student(views).detach()
@@ -166,6 +167,8 @@ def test_centre_update_is_exact_and_comes_after_the_loss():
     assert abs(float(expected) - float(with_new_centre)) > 1e-3  # so the next line tells them apart
     loss = objective.loss(views).detach()
     assert float(loss) == pytest.approx(float(expected), rel=1e-5)  # the loss used the old centre
+    torch.testing.assert_close(objective.center, c1)
+    objective.eval().loss(views)  # a validation loss measures and changes nothing
     torch.testing.assert_close(objective.center, c1)
 
 

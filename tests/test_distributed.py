@@ -51,3 +51,40 @@ def test_two_gloo_processes_end_with_identical_weights(tmp_path):
     run = tmp_path / "run"
     assert [json.loads(line)["epoch"] for line in (run / "metrics.jsonl").read_text().splitlines()] == [1, 2]
     assert json.loads((run / "run.json").read_text())["status"] == "finished"
+
+
+PRETRAIN_SCRIPT = textwrap.dedent("""
+    import os, sys, torch
+    sys.path.insert(0, {root!r})
+    import defectlab as dl
+    from defectlab.training.loop import unwrap
+
+    rank = os.environ["RANK"]
+
+    def keep(trainer, record):
+        if record["epoch"] == trainer.settings.epochs:
+            torch.save(unwrap(trainer.model).state_dict(), {out!r} + f"/rank{{rank}}.pt")
+
+    config = {{"data": {{"dataset": {data!r}, "image_size": 32, "channels": 1, "batch_size": 4}},
+              "model": {{"name": "vit_tiny"}},
+              "ssl": {{"name": "dino", "out_dim": 64, "hidden_dim": 64, "bottleneck_dim": 32, "local_crops": 2}},
+              "train": {{"epochs": 2, "lr": 1e-3, "progress": False, "clip_grad_norm": 3.0}}}}
+    dl.pretrain(config, out={out!r} + "/run", callbacks=[keep])
+""")
+
+
+@pytest.mark.slow
+def test_dino_pretraining_under_torchrun_keeps_student_teacher_and_centre_identical(tmp_path):
+    data = write_two_class_folder(tmp_path / "data", per_class=12)
+    script = tmp_path / "ddp_pretrain.py"
+    script.write_text(PRETRAIN_SCRIPT.format(root=str(ROOT), data=str(data), out=str(tmp_path)))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                             str(script)], capture_output=True, text=True, env=env, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    a, b = torch.load(tmp_path / "rank0.pt"), torch.load(tmp_path / "rank1.pt")
+    assert any(k.startswith("objective.teacher.") for k in a) and "objective.center" in a
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    run = tmp_path / "run"
+    assert json.loads((run / "run.json").read_text())["status"] == "finished"
+    assert (run / "encoder.pt").is_file()

@@ -172,7 +172,9 @@ def test_hook_examples_register_and_work(hook_examples, tmp_path):
     assert model(torch.zeros(2, 1, 32, 32)).shape == (2, 3)
     assert registry.get("backbone", "tiny_cnn").attributes["tasks"] == ["classify"]
 
-    objective = build("ssl", "rotation", encoder=build("backbone", "tiny_cnn", num_classes=8), feature_dim=8)
+    from tests.tiny_models import TinyNet
+
+    objective = build("ssl", "rotation", encoder=TinyNet(width=8))
     loss = objective.loss(objective.views(torch.rand(4, 3, 32, 32)))
     assert loss.ndim == 0 and torch.isfinite(loss)
     assert objective.export_encoder() is objective.encoder

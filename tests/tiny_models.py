@@ -29,6 +29,7 @@ class TinyNet(nn.Module):
         self.features = nn.Sequential(nn.Conv2d(in_chans, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU(),
                                       nn.AdaptiveAvgPool2d(1), nn.Flatten())
         self.head = nn.Linear(width, num_classes)
+        self.num_features = width
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.features(x)

@@ -273,14 +273,16 @@ class DINO(nn.Module):
         return self.teacher["head"](self.teacher["encoder"].forward_features(torch.cat(views[:GLOBAL_VIEWS])))
 
     def loss(self, views: list[Tensor]) -> Tensor:
-        """The DINO loss of a batch's views; updates the centre afterwards and records the teacher's statistics."""
+        """The DINO loss of a batch's views; in training mode it then updates the centre and records the teacher's
+        statistics (in eval mode it only measures)."""
         if len(views) < GLOBAL_VIEWS:
             raise DataError(f"DINO loss: expected at least {GLOBAL_VIEWS} views (the global ones), got {len(views)}")
         teacher_out = self.teacher_output(views)
         student_out = self.student(views)
         loss, stats = dino_loss(student_out, teacher_out, self.center, self.student_temp, self._teacher_temp_tensor())
-        self.update_center(teacher_out)
-        self._record(stats)
+        if self.training:  # an evaluation (a validation loss) changes no state and waits for no other process
+            self.update_center(teacher_out)
+            self._record(stats)
         return loss
 
     def forward(self, images: Tensor) -> Tensor:
