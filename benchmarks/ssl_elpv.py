@@ -41,6 +41,8 @@ def pretrain(name: str, args: argparse.Namespace) -> tuple[Path, float]:
                      "train.progress=false", f"train.warmup_epochs={max(1, args.pretrain_epochs // 10)}"]
         if name == "mae":
             overrides.append("pretrain.picture_every=0")
+        else:
+            overrides += [f"ssl.{setting}" for setting in args.dino.split(",") if setting]
         dl.pretrain(EXAMPLES / f"elpv-{name}-vit-tiny.toml", out=folder, overrides=overrides,
                     overwrite=True)
     return folder, cpu_minutes(started)
@@ -54,10 +56,13 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=15, help="downstream epochs")
     parser.add_argument("--fractions", default="0.05,0.1,0.2,1")
     parser.add_argument("--seeds", default="0,1,2")
-    parser.add_argument("--quick", action="store_true", help="one seed, fractions 0.1 and 1, 8/5 epochs")
+    parser.add_argument("--dino", default="", help="extra ssl settings for DINO, e.g. local_crops=2,out_dim=2048")
+    parser.add_argument("--quick", action="store_true",
+                        help="one seed, fractions 0.1 and 0.2, 3 pretraining and 4 downstream epochs, a smaller DINO")
     args = parser.parse_args()
     if args.quick:
-        args.pretrain_epochs, args.epochs, args.fractions, args.seeds = 8, 5, "0.1,1", "0"
+        args.pretrain_epochs, args.epochs, args.fractions, args.seeds = 3, 4, "0.1,0.2", "0"
+        args.dino = args.dino or "local_crops=2,out_dim=2048"
     seeds = [int(s) for s in args.seeds.split(",")]
     cost = {}
     encoders = {}

@@ -155,3 +155,10 @@ def test_bad_pretraining_input_is_one_clear_message(objective, tmp_path, run_cli
     no_ssl.write_text(path.read_text().replace('[ssl]\nname = "brightness"\n', ""))
     missing = run_cli("pretrain", str(no_ssl), "--out", str(tmp_path / "e"))
     assert missing.exit_code == 1 and "ssl: required" in missing.output
+
+
+def test_a_pretraining_run_is_not_a_classifier_to_predict_with(objective, tmp_path, run_cli):
+    data = write_two_class_folder(tmp_path / "data")
+    run = dl.pretrain(config(data), out=tmp_path / "run", overrides=["train.epochs=1"])
+    result = run_cli("predict", str(run.folder), str(data), "--out", str(tmp_path / "p.csv"))
+    assert result.exit_code == 1 and "is a pretraining run's" in result.output and "--init-from" in result.output

@@ -39,6 +39,10 @@ def load_trained(run_or_file: str | Path, which: str = "best") -> TrainedModel:
     state = load_checkpoint(file)
     if "model_spec" not in state:
         raise DataError(f"'{file}' has no model description; it was not written by `defectlab train`")
+    if state.get("task") == "pretrain":
+        raise DataError(f"'{file}' is a pretraining run's: its encoder has no trained classifier to predict or "
+                        f"evaluate with; train one on it with `defectlab train CONFIG --init-from "
+                        f"{Path(run_or_file)}`")
     model = create("backbone", state["model_spec"])
     model.load_state_dict(state["model"])
     model.eval()
