@@ -76,6 +76,7 @@ def main() -> None:
                 "train.linear_probe": [True, False]}
         sweep = dl.sweep(EXAMPLES / "elpv-vit-tiny-downstream.toml", grid, out=args.out / f"sweep-seed-{seed}",
                          overrides=[f"train.seed={seed}", f"train.epochs={args.epochs}",
+                                    f"train.warmup_epochs={min(5, args.epochs - 1)}",
                                     f"data.image_size={args.image_size}", "train.progress=false"])
         for run, settings in zip(sweep.runs, sweep.settings):
             init = Path(str(settings["train.init_from"])).name if settings["train.init_from"] != "none" else "scratch"
