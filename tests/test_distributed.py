@@ -37,15 +37,20 @@ SCRIPT = textwrap.dedent("""
 """)
 
 
+def torchrun(script: str, data: Path, out: Path) -> None:
+    """Run ``script`` (formatted with the repo root, the data and ``out``) on 2 gloo processes; it must succeed."""
+    path = out / "ddp_script.py"
+    path.write_text(script.format(root=str(ROOT), data=str(data), out=str(out)))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                             str(path)], capture_output=True, text=True, env=env, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+
+
 @pytest.mark.slow
 def test_two_gloo_processes_end_with_identical_weights(tmp_path):
     data = write_two_class_folder(tmp_path / "data")
-    script = tmp_path / "ddp_train.py"
-    script.write_text(SCRIPT.format(root=str(ROOT), data=str(data), out=str(tmp_path)))
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                             str(script)], capture_output=True, text=True, env=env, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
+    torchrun(SCRIPT, data, tmp_path)
     a, b = torch.load(tmp_path / "rank0.pt"), torch.load(tmp_path / "rank1.pt")
     assert all(torch.equal(a[k], b[k]) for k in a if not k.endswith("running_mean") and not k.endswith("running_var"))
     run = tmp_path / "run"
@@ -76,12 +81,7 @@ PRETRAIN_SCRIPT = textwrap.dedent("""
 @pytest.mark.slow
 def test_dino_pretraining_under_torchrun_keeps_student_teacher_and_centre_identical(tmp_path):
     data = write_two_class_folder(tmp_path / "data", per_class=12)
-    script = tmp_path / "ddp_pretrain.py"
-    script.write_text(PRETRAIN_SCRIPT.format(root=str(ROOT), data=str(data), out=str(tmp_path)))
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                             str(script)], capture_output=True, text=True, env=env, timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
+    torchrun(PRETRAIN_SCRIPT, data, tmp_path)
     a, b = torch.load(tmp_path / "rank0.pt"), torch.load(tmp_path / "rank1.pt")
     assert any(k.startswith("objective.teacher.") for k in a) and "objective.center" in a
     assert all(torch.equal(a[k], b[k]) for k in a)
