@@ -25,22 +25,32 @@ as ``encoder.encoder``) on the same batch with the same optimiser (AdamW, same l
   the networks once per view ("lightly"); "lightly batched" concatenates views of one size, as
   defectlab does.
 
-Each (side, objective, round) is a fresh process, so every figure starts from the same state;
-the sides take turns in every round (order reversed each round) so the load of other processes
-hits all alike. Per process: ``--warmup`` untimed steps, then ``--steps`` timed ones (wall:
-time.perf_counter, cpu: process CPU time); each round gives the median step; the table shows the
-median over rounds and the range of the per-round ratios defectlab / lightly (aim: at most 1.0).
+Each (side, objective, round) is a fresh process, in its side's venv, so every figure starts
+from the same state. In a round the processes of all sides are started and built one after the
+other, then take turns step by step (one side's step, then the other's, the order swapped every
+step, 50 ms apart; a waiting process is idle), so bursts of load from other processes hit every
+side alike: ``--warmup`` untimed steps, then ``--steps`` timed ones each (wall: time.perf_counter,
+cpu: the process's CPU time). Each round gives each side's median step; the table shows the median
+over rounds, and the ratios defectlab / lightly come with the range of the per-round ratios
+(aim: at most 1.0). torch's thread count is left as it is unless ``--threads`` sets it on both
+sides; with two threads on a busy machine, a step can take several times as long (threads wait
+for each other), the turns share that out but the range of the rounds widens.
 
 Memory: ``peak RSS`` is the process's high-water resident set (``getrusage(RUSAGE_SELF).ru_maxrss``)
 at the end, libraries included; ``build+train`` is that peak minus the resident set measured
 after the imports and the input tensors were made, just before the model is built: weights,
 optimiser state, teacher and the largest step's activations, the allocator's slack included.
-(With ``--device cuda``: ``torch.cuda.max_memory_allocated`` instead.)
+(With ``--device cuda``: ``torch.cuda.max_memory_allocated`` instead.) ``saved`` is what one step's
+forward keeps for its backward (distinct tensor storages, parameters left out), counted with
+``torch.autograd.graph.saved_tensors_hooks`` on one more step after the timed ones: the
+activation memory of each implementation, whatever the allocator keeps.
 
 The loss check gives both implementations the same tensors (teacher and student logits with a
 non-zero centre for DINO, predictions, targets and a mask for MAE) and prints the absolute
 difference of the loss values, of the DINO centre after its update, of the patch layout
-(``patchify``) and of the decoder's fixed sine-cosine positions.
+(``patchify``) and of the decoder's fixed sine-cosine positions, and a float64 evaluation of the
+textbook formulas as the yardstick of both float32 losses. ``last loss`` in the table is the loss
+of each side's last timed step, from its own random initialisation: a sanity check, not a comparison.
 
 lightly is not a dependency of defectlab: the lightly side runs in its own venv (default
 ~/.cache/defectlab-bench/lightly-venv), made on first use with ``python -m venv`` and
@@ -66,6 +76,8 @@ LIGHTLY = "lightly==1.6.*"
 DEFAULT_VENV = Path.home() / ".cache" / "defectlab-bench" / "lightly-venv"
 PROGRESS = 0.5  # training progress at which the steps are taken (past DINO's last-layer freeze)
 GLOBAL_VIEWS = 2
+MARK = "@ssl_step@ "  # marks the workers' answers on their stdout
+PAUSE = 0.05  # seconds between two steps, whichever side takes the next
 
 
 # --- worker side: runs in either venv, so only the standard library at module level ------------
@@ -94,6 +106,22 @@ def make_inputs(cfg: dict, torch) -> dict:
 
 def trainable(module) -> int:
     return sum(p.numel() for p in module.parameters() if p.requires_grad)
+
+
+def saved_for_backward(step, module, torch) -> int:
+    """Bytes of the distinct tensors that one step's forward keeps for its backward, parameters left out."""
+    weights = {p.untyped_storage().data_ptr() for p in module.parameters()}
+    saved: dict[int, int] = {}
+
+    def pack(tensor):
+        storage = tensor.untyped_storage()
+        if storage.data_ptr() not in weights:
+            saved[storage.data_ptr()] = storage.nbytes()
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        step()
+    return sum(saved.values())
 
 
 def defectlab_step(cfg: dict, torch, inputs: dict):
@@ -136,7 +164,7 @@ def defectlab_step(cfg: dict, torch, inputs: dict):
         def make_views():
             return objective.views(inputs["images"])
         extra["views"] = make_views
-    return step, trainable(objective), extra
+    return step, objective, extra
 
 
 def lightly_step(cfg: dict, torch, inputs: dict):
@@ -144,13 +172,15 @@ def lightly_step(cfg: dict, torch, inputs: dict):
     import copy
 
     import timm
-    from torch import nn
-
     from lightly.models import utils
+    from torch import nn
 
     timm_kwargs = {"img_size": cfg["size"], "num_classes": 0, "in_chans": cfg["channels"]}
     if cfg["objective"] == "mae":
-        from lightly.models.modules import MaskedVisionTransformerDecoderTIMM, MaskedVisionTransformerTIMM
+        from lightly.models.modules import (
+            MaskedVisionTransformerDecoderTIMM,
+            MaskedVisionTransformerTIMM,
+        )
         from lightly.models.modules.masked_vision_transformer_timm import init_weights
 
         class MAE(nn.Module):
@@ -195,7 +225,7 @@ def lightly_step(cfg: dict, torch, inputs: dict):
             optimizer.zero_grad()
             return loss
 
-        return step, trainable(model), {}
+        return step, model, {}
 
     from lightly.loss import DINOLoss
     from lightly.models.modules import DINOProjectionHead
@@ -250,7 +280,7 @@ def lightly_step(cfg: dict, torch, inputs: dict):
         optimizer.zero_grad()
         return loss
 
-    return step, trainable(model), {}
+    return step, model, {}
 
 
 def sync(torch, device: str) -> None:
@@ -258,8 +288,17 @@ def sync(torch, device: str) -> None:
         torch.cuda.synchronize()
 
 
-def time_worker(cfg: dict) -> dict:
-    """Build one side's model in this fresh process, run the warm-up and timed steps, measure memory."""
+def reply(message: dict) -> None:
+    """One answer to the orchestrator, on its own marked line (libraries may print too)."""
+    print(MARK + json.dumps(message), flush=True)
+
+
+def serve(cfg: dict) -> None:
+    """A fresh process for one side: build on "build", one timed step per "step", the rest on "finish".
+
+    The orchestrator sends the commands to the processes of all sides in turns, step by step,
+    so that the load of other processes hits every side alike.
+    """
     import torch
 
     if cfg["threads"]:
@@ -275,40 +314,40 @@ def time_worker(cfg: dict) -> dict:
 
         dl.list_components("backbone"), dl.list_components("ssl")
     else:
-        import lightly.loss  # noqa: F401
+        import lightly.loss
         import lightly.models.modules  # noqa: F401
 
     cuda = cfg["device"].startswith("cuda")
     baseline = torch.cuda.memory_allocated() if cuda else current_rss()
     if cuda:
         torch.cuda.reset_peak_memory_stats()
-    build = defectlab_step if cfg["side"] == "defectlab" else lightly_step
-    step, params, extra = build(cfg, torch, inputs)
-    for _ in range(cfg["warmup"]):
-        step()
-    sync(torch, cfg["device"])
-    wall, cpu = [], []
-    loss = None
-    for _ in range(cfg["steps"]):
-        start, start_cpu = time.perf_counter(), time.process_time()
-        loss = step()
-        sync(torch, cfg["device"])
-        wall.append(time.perf_counter() - start)
-        cpu.append(time.process_time() - start_cpu)
-    peak = torch.cuda.max_memory_allocated() if cuda else peak_rss()
-    result = {"wall": wall, "cpu": cpu, "peak": peak, "build_train": peak - baseline, "params": params,
-              "loss": float(loss.detach()), "threads": torch.get_num_threads(), "versions": versions()}
-    if "views" in extra:  # defectlab's DINO crops, timed apart
-        for _ in range(2):
-            extra["views"]()
-        times = []
-        for _ in range(cfg["steps"]):
-            start = time.perf_counter()
-            extra["views"]()
+    step = module = extra = loss = None
+    for line in sys.stdin:
+        command = line.strip()
+        if command == "build":
+            build = defectlab_step if cfg["side"] == "defectlab" else lightly_step
+            step, module, extra = build(cfg, torch, inputs)
+            reply({"built": (torch.cuda.memory_allocated() if cuda else current_rss()) - baseline})
+        elif command == "step":
+            start, start_cpu = time.perf_counter(), time.process_time()
+            loss = step()
             sync(torch, cfg["device"])
-            times.append(time.perf_counter() - start)
-        result["views_wall"] = statistics.median(times)
-    return result
+            reply({"wall": time.perf_counter() - start, "cpu": time.process_time() - start_cpu})
+        elif command == "finish":
+            peak = torch.cuda.max_memory_allocated() if cuda else peak_rss()
+            result = {"peak": peak, "build_train": peak - baseline, "params": trainable(module),
+                      "loss": float(loss.detach()), "threads": torch.get_num_threads(), "versions": versions(),
+                      "saved": saved_for_backward(step, module, torch)}  # after the peak: not in it
+            if "views" in extra:  # defectlab's DINO crops, timed apart
+                times = []
+                for i in range(cfg["steps"] + 2):
+                    start = time.perf_counter()
+                    extra["views"]()
+                    sync(torch, cfg["device"])
+                    times.append(time.perf_counter() - start)
+                result["views_wall"] = statistics.median(times[2:])
+            reply(result)
+            return
 
 
 def versions() -> dict:
@@ -362,12 +401,18 @@ def loss_worker(cfg: dict) -> dict:
                "mae": masked_mse(shared["pred"], shared["target"], shared["mask"]),
                "patchify": patchify(shared["images"], (16, 16)),
                "positions": sincos_positions(cfg["decoder_width"], (grid, grid))}
+        # the textbook formulas in float64, as the yardstick of both float32 results
+        teacher = torch.softmax((shared["teacher"].double() - shared["center"].double()) / cfg["teacher_temp"], -1)
+        student = torch.log_softmax(shared["student"].double() / cfg["student_temp"], -1)
+        pairs = [-(teacher[i] * student[v]).sum(-1).mean() for i in range(GLOBAL_VIEWS) for v in range(views) if v != i]
+        out["dino64"] = sum(pairs) / len(pairs)
+        per_patch = (shared["pred"].double() - shared["target"].double()).square().mean(-1)
+        out["mae64"] = per_patch[shared["mask"]].mean()
     else:
-        from torch import nn
-
         from lightly.loss import DINOLoss
         from lightly.models import utils
         from lightly.models.modules import MaskedVisionTransformerDecoderTIMM
+        from torch import nn
 
         shared = torch.load(path)
         criterion = DINOLoss(output_dim=cfg["out_dim"], warmup_teacher_temp=cfg["teacher_temp"],
@@ -399,7 +444,7 @@ def lightly_python(venv: Path, install: bool) -> Path:
     pins = {name: version(name) for name in ("torch", "torchvision", "timm")}
     check = ("import json, lightly, torch, torchvision, timm; "
              "print(json.dumps([lightly.__version__, torch.__version__, torchvision.__version__, timm.__version__]))")
-    ok = python.exists() and subprocess.run([python, "-c", check], capture_output=True).returncode == 0
+    ok = python.exists() and subprocess.run([python, "-c", check], capture_output=True, check=False).returncode == 0
     if ok:
         return python
     if not install:
@@ -414,13 +459,66 @@ def lightly_python(venv: Path, install: bool) -> Path:
     return python
 
 
+WORKER_ENV = {"HF_HUB_OFFLINE": "1", "PYTHONWARNINGS": "ignore"}
+
+
 def run_worker(python: Path | str, cfg: dict) -> dict:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONWARNINGS": "ignore"}
     done = subprocess.run([str(python), __file__, "--worker", json.dumps(cfg)], capture_output=True, text=True,
-                          env=env)
+                          check=False, env={**os.environ, **WORKER_ENV})
     if done.returncode:
         sys.exit(f"{cfg['side']} {cfg['objective']} {cfg['task']} failed:\n{done.stderr[-4000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+class Side:
+    """One side's fresh worker process, answering one command at a time."""
+
+    def __init__(self, python: Path | str, cfg: dict):
+        self.name = f"{cfg['objective']} {cfg['side']}"
+        self.errors = tempfile.TemporaryFile("w+")  # noqa: SIM115 (closed in close(), with the process)
+        self.process = subprocess.Popen([str(python), __file__, "--worker", json.dumps(cfg)], stdin=subprocess.PIPE,
+                                        stdout=subprocess.PIPE, stderr=self.errors, text=True,
+                                        env={**os.environ, **WORKER_ENV})
+
+    def ask(self, command: str) -> dict:
+        self.process.stdin.write(command + "\n")
+        self.process.stdin.flush()
+        for line in self.process.stdout:
+            if line.startswith(MARK):
+                return json.loads(line[len(MARK):])
+        self.errors.seek(0)
+        sys.exit(f"{self.name} failed on {command!r}:\n{self.errors.read()[-4000:]}")
+
+    def close(self) -> None:
+        self.process.stdin.close()
+        self.process.wait()
+        self.errors.close()
+
+
+def timed_round(python: dict[str, Path | str], cfgs: dict[str, dict], warmup: int, steps: int,
+                first: int) -> dict[str, dict]:
+    """Fresh processes for every side, built one after the other, then stepped in turns; their results."""
+    sides = {name: Side(python[name], cfg) for name, cfg in cfgs.items()}
+    try:
+        for side in sides.values():
+            side.ask("build")
+        names = list(sides)
+        times: dict[str, list[dict]] = {name: [] for name in names}
+        for i in range(warmup + steps):
+            order = names if (i + first) % 2 == 0 else names[::-1]
+            for name in order:
+                time.sleep(PAUSE)  # let the other process's idle threads settle
+                answer = sides[name].ask("step")
+                if i >= warmup:
+                    times[name].append(answer)
+        results = {}
+        for name, side in sides.items():
+            results[name] = {**side.ask("finish"), "wall": [t["wall"] for t in times[name]],
+                             "cpu": [t["cpu"] for t in times[name]]}
+        return results
+    finally:
+        for side in sides.values():
+            side.close()
 
 
 def ms(seconds: float) -> str:
@@ -450,18 +548,18 @@ def loss_check(cfg: dict, lightly: Path) -> list[str]:
     swapped_diff = float((swapped.double() - theirs["positions"].double()).abs().max())
 
     views = GLOBAL_VIEWS + cfg["local_crops"]
+    dino, dino64, lightly_dino = float(ours["dino"]), float(ours["dino64"]), float(theirs["dino"])
     return [
-        f"DINO loss ({views} views, K={cfg['out_dim']}, tau_s={cfg['student_temp']}, tau_t={cfg['teacher_temp']}, "
-        f"non-zero centre): defectlab {float(ours['dino']):.7f}, lightly {float(theirs['dino']):.7f}, "
-        f"|diff| {diff('dino'):.2e}",
+        (f"DINO loss ({views} views, K={cfg['out_dim']}, tau_s={cfg['student_temp']}, tau_t={cfg['teacher_temp']}, "
+         f"non-zero centre): defectlab {dino:.7f}, lightly {lightly_dino:.7f}, |diff| {diff('dino'):.2e}; float64 "
+         f"reference {dino64:.7f}: defectlab off by {abs(dino - dino64):.2e}, lightly by {abs(lightly_dino - dino64):.2e}"),
         f"DINO centre after the update (m={cfg['center_momentum']}): max |diff| {diff('center'):.2e}",
-        f"MAE masked MSE (given pred/target/mask): defectlab {float(ours['mae']):.7f}, lightly "
-        f"{float(theirs['mae']):.7f}, |diff| {diff('mae'):.2e}",
+        (f"MAE masked MSE (given pred/target/mask): defectlab {float(ours['mae']):.7f}, lightly "
+         f"{float(theirs['mae']):.7f}, |diff| {diff('mae'):.2e}; float64 reference {float(ours['mae64']):.7f}"),
         f"MAE patch layout (patchify): max |diff| {diff('patchify'):.2e}",
-        f"MAE decoder sine-cosine positions: max |diff| {diff('positions'):.2e} as they are, {swapped_diff:.2e} with "
-        f"defectlab's row and column halves swapped (a fixed permutation of the decoder's channels)",
+        (f"MAE decoder sine-cosine positions: max |diff| {diff('positions'):.2e} as they are, {swapped_diff:.2e} "
+         f"with defectlab's row and column halves swapped (a fixed permutation of the decoder's channels)"),
     ]
-
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -499,7 +597,10 @@ def main() -> None:
     args = parser.parse_args()
     if args.worker:
         cfg = json.loads(args.worker)
-        print(json.dumps(time_worker(cfg) if cfg["task"] == "time" else loss_worker(cfg)))
+        if cfg["task"] == "time":
+            serve(cfg)
+        else:
+            print(json.dumps(loss_worker(cfg)))
         return
 
     from defectlab import format_table
@@ -519,12 +620,11 @@ def main() -> None:
     results: dict[tuple[str, str], list[dict]] = {}
     for round_ in range(args.rounds):
         for objective in objectives:
-            order = sides[objective] if round_ % 2 == 0 else sides[objective][::-1]
-            for side in order:
-                python = sys.executable if side == "defectlab" else lightly
-                cfg = {**base, "task": "time", "objective": objective, "side": side}
-                results.setdefault((objective, side), []).append(run_worker(python, cfg))
-                print(f"round {round_ + 1}/{args.rounds}: {objective} {side} done", file=sys.stderr)
+            cfgs = {side: {**base, "task": "time", "objective": objective, "side": side} for side in sides[objective]}
+            python = {side: sys.executable if side == "defectlab" else lightly for side in sides[objective]}
+            for side, result in timed_round(python, cfgs, args.warmup, args.steps, round_).items():
+                results.setdefault((objective, side), []).append(result)
+            print(f"round {round_ + 1}/{args.rounds}: {objective} done", file=sys.stderr)
 
     ours, theirs = results[(objectives[0], "defectlab")][0]["versions"], results[(objectives[0], "lightly")][0][
         "versions"]
@@ -532,7 +632,8 @@ def main() -> None:
     print(f"ViT-Tiny/16 at {args.size}x{args.size}, {args.channels} channel(s), batch {args.batch}, on {args.device}; "
           f"torch {ours['torch']} / {theirs['torch']}, timm {ours['timm']} / {theirs['timm']} (defectlab / lightly "
           f"venv), lightly {theirs.get('lightly')}, {'/'.join(map(str, sorted(threads)))} torch threads; "
-          f"{args.warmup} warm-up + {args.steps} timed steps per process, {args.rounds} rounds taking turns")
+          f"{args.warmup} warm-up + {args.steps} timed steps per process, the sides taking turns step by step, "
+          f"{args.rounds} rounds of fresh processes")
     if (ours["torch"], ours["timm"]) != (theirs["torch"], theirs["timm"]):
         print("WARNING: the two venvs run different torch or timm versions")
     print(f"MAE: mask ratio {args.mask_ratio}, decoder {args.decoder_depth} x {args.decoder_width} "
@@ -548,7 +649,8 @@ def main() -> None:
             cpu = [statistics.median(r["cpu"]) for r in runs]
             rows.append([objective, side, ms(statistics.median(wall)), f"{ms(min(wall))}-{ms(max(wall))}",
                          ms(statistics.median(cpu)), mib(statistics.median(r["peak"] for r in runs)),
-                         mib(statistics.median(r["build_train"] for r in runs)), f"{runs[0]['params'] / 1e3:,.1f}",
+                         mib(statistics.median(r["build_train"] for r in runs)),
+                         mib(statistics.median(r["saved"] for r in runs)), f"{runs[0]['params'] / 1e3:,.1f}",
                          f"{runs[-1]['loss']:.4f}"])
         mine = results[(objective, "defectlab")]
         for side in sides[objective][1:]:
@@ -557,12 +659,13 @@ def main() -> None:
                          for kind in ("wall", "cpu")}
             med = {kind: statistics.median(statistics.median(r[kind]) for r in mine)
                    / statistics.median(statistics.median(r[kind]) for r in ref) for kind in ("wall", "cpu")}
-            memory = (statistics.median(r["build_train"] for r in mine)
-                      / statistics.median(r["build_train"] for r in ref))
+            memory = {key: statistics.median(r[key] for r in mine) / statistics.median(r[key] for r in ref)
+                      for key in ("build_train", "saved")}
             ratio_lines.append(
                 f"{objective}: defectlab / {side}: {med['wall']:.2f} wall (rounds {min(per_round['wall']):.2f}-"
                 f"{max(per_round['wall']):.2f}), {med['cpu']:.2f} cpu (rounds {min(per_round['cpu']):.2f}-"
-                f"{max(per_round['cpu']):.2f}); build+train memory {memory:.2f}")
+                f"{max(per_round['cpu']):.2f}); memory: build+train {memory['build_train']:.2f}, saved "
+                f"{memory['saved']:.2f}")
         if objective == "dino":
             views = statistics.median(r["views_wall"] for r in mine)
             step = statistics.median(statistics.median(r["wall"]) for r in mine)
@@ -570,7 +673,7 @@ def main() -> None:
             ratio_lines.append(f"dino: defectlab views() (the crops, on the batch tensor) {ms(views)} ms per batch, "
                                f"not in the step times; with it, defectlab / lightly {(step + views) / ref:.2f} wall")
     print(format_table(["objective", "side", "wall ms/step", "rounds", "cpu ms/step", "peak RSS MiB",
-                        "build+train MiB", "trainable k", "last loss"], rows))
+                        "build+train MiB", "saved MiB", "trainable k", "last loss"], rows))
     print("\n".join(ratio_lines))
     if not args.no_loss_check:
         print("same inputs, both implementations:")
