@@ -82,8 +82,7 @@ def sweep(config: str | Path | Mapping[str, Any], grid: Mapping[str, Sequence[An
     """
     from defectlab.plugin_system.config import apply_overrides, load_toml, set_value
     from defectlab.runs.report import write_comparison
-    from defectlab.runs.run import Run, new_run_dir
-    from defectlab.workflows.train import check_config, train
+    from defectlab.workflows.train import check_config
 
     axes = parse_grid(grid) if not isinstance(grid, Mapping) else {k: list(v) for k, v in grid.items()}
     source = str(config) if isinstance(config, (str, Path)) else "config"
@@ -98,11 +97,11 @@ def sweep(config: str | Path | Mapping[str, Any], grid: Mapping[str, Sequence[An
         check_config(values, f"{source} with {run_name(settings)}")
         configs.append(values)
     spec = {"config": base, "grid": axes, "scores": list(scores)}
-    folder = _claim(out, spec, overwrite, new_run_dir)
+    folder = _claim(out, spec, overwrite)
     result = SweepResult(folder, axes)
     for settings, values in zip(combinations, configs):
         run_folder = folder / run_name(settings)
-        result.runs.append(_finished_or_run(run_folder, values, train, Run))
+        result.runs.append(_finished_or_run(run_folder, values))
         result.settings.append(settings)
     labels = {run.name: {key.rsplit(".", 1)[-1]: value for key, value in settings.items()}
               for run, settings in zip(result.runs, result.settings)}
@@ -112,9 +111,10 @@ def sweep(config: str | Path | Mapping[str, Any], grid: Mapping[str, Sequence[An
     return result
 
 
-def _claim(out: str | Path | None, spec: Mapping[str, Any], overwrite: bool, new_run_dir: Any) -> Path:
+def _claim(out: str | Path | None, spec: Mapping[str, Any], overwrite: bool) -> Path:
     """The sweep's folder: new, or the same sweep's to continue (its sweep.json equal to ``spec``)."""
     from defectlab.plugin_system.files import write_json
+    from defectlab.runs.run import new_run_dir
 
     if out is not None and not overwrite and (Path(out) / SWEEP_FILE).is_file():
         saved = json.loads((Path(out) / SWEEP_FILE).read_text())
@@ -127,8 +127,10 @@ def _claim(out: str | Path | None, spec: Mapping[str, Any], overwrite: bool, new
     return folder
 
 
-def _finished_or_run(folder: Path, config: Mapping[str, Any], train: Any, Run: Any) -> Any:
+def _finished_or_run(folder: Path, config: Mapping[str, Any]) -> Any:
     """A finished run as it is, a killed one resumed, anything else trained."""
+    from defectlab.runs.run import Run
+    from defectlab.workflows.train import train
     status = json.loads((folder / "run.json").read_text()).get("status") if (folder / "run.json").is_file() else None
     if status == "finished":
         return Run(folder)
