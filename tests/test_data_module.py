@@ -267,9 +267,13 @@ def test_settings_are_checked_against_the_signature():
 
 
 def test_unsupported_tasks_and_missing_labels():
+    keypoints = ArrayDataset([3])
+    keypoints.task = "keypoints"
+    with pytest.raises(DataError, match="task 'keypoints'"):
+        DataModule(keypoints)
     detection = ArrayDataset([3])
     detection.task = "detect"
-    with pytest.raises(DataError, match="task 'detect'"):
+    with pytest.raises(DataError, match=r"detection needs the boxes .* 3 image\(s\)"):
         DataModule(detection)
     unlabelled = ArrayDataset([3])
     unlabelled.samples = [Sample(key=f"x{i}") for i in range(3)]

@@ -110,6 +110,10 @@ class SplitImages(Dataset):
         image, mask = self.resized(index)
         if mask is not None:
             return self.transform(image, mask, train=self.train)
+        if self.task == "detect":
+            image, boxes = self.transform(image, train=self.train, boxes=self.pixel_boxes(index))
+            labels = torch.tensor([box.label for box in self.dataset.samples[index].boxes or ()], dtype=torch.long)
+            return image, {"boxes": boxes, "labels": labels}
         label = self.dataset.samples[index].label if self.task == "classify" else 0  # pretraining ignores labels
         return self.transform(image, train=self.train), torch.tensor(label)
 
@@ -126,6 +130,16 @@ class SplitImages(Dataset):
             self.cache[index] = (image, mask)
         return image, mask
 
+    def pixel_boxes(self, index: int) -> torch.Tensor:
+        """The sample's boxes as (N, 4) x1, y1, x2, y2 in pixels of the resized image."""
+        height, width = self.transform.size
+        boxes = self.dataset.samples[index].boxes or ()
+        centres = torch.tensor([[b.x_center, b.y_center, b.width, b.height] for b in boxes],
+                               dtype=torch.float32).reshape(-1, 4)
+        scale = torch.tensor([width, height, width, height], dtype=torch.float32)
+        corners = torch.cat([centres[:, :2] - centres[:, 2:] / 2, centres[:, :2] + centres[:, 2:] / 2], dim=1)
+        return (corners * scale).clamp_(min=0).minimum(scale)
+
     def checked_mask(self, index: int, image: np.ndarray) -> np.ndarray:
         """The sample's mask; DataError unless it has the image's size and only class indices."""
         sample, classes = self.dataset.samples[index], self.dataset.classes
@@ -141,23 +155,28 @@ class SplitImages(Dataset):
         return mask
 
 
-def collate(items: list[tuple[int, torch.Tensor | None, torch.Tensor | None]], image_shape: tuple[int, ...],
-            target_shape: tuple[int, ...]) -> dict[str, Any]:
+def collate(items: list[tuple[int, torch.Tensor | None, Any]], image_shape: tuple[int, ...],
+            target_shape: tuple[int, ...] | None) -> dict[str, Any]:
     """A dict batch of the usable items; the dataset indices of the others go to ``skipped``.
+
+    Targets are stacked, except detection's (``target_shape`` None): a list of per-image dicts.
 
     A batch whose every item was skipped still has tensors of the right shape, with N = 0.
     """
     kept = [item for item in items if item[1] is not None]
-    if kept:
-        image, target = torch.stack([item[1] for item in kept]), torch.stack([item[2] for item in kept])
+    image = torch.stack([item[1] for item in kept]) if kept else torch.empty((0, *image_shape))
+    if target_shape is None:  # detection: a dict of boxes and labels per image
+        target: Any = [item[2] for item in kept]
+    elif kept:
+        target = torch.stack([item[2] for item in kept])
     else:
-        image, target = torch.empty((0, *image_shape)), torch.empty((0, *target_shape), dtype=torch.long)
+        target = torch.empty((0, *target_shape), dtype=torch.long)
     return {"image": image, "target": target, "index": torch.tensor([item[0] for item in kept], dtype=torch.long),
             "skipped": [item[0] for item in items if item[1] is None]}
 
 
 class DataModule:
-    """Datasets, splits and DataLoaders for training and evaluating classifiers and segmentation models.
+    """Datasets, splits and DataLoaders for training and evaluating classifiers, segmentation models and detectors.
 
     Splits come from, first to last: ``splits_csv`` when that file exists; separate ``val`` /
     ``test`` datasets (the main dataset gives the remaining splits, by ``split`` renormalised);
@@ -173,8 +192,10 @@ class DataModule:
         dataset: The data: a path, NAME or NAME:VALUE, a dataset spec table, or a DefectDataset.
         val: A separate validation dataset (same classes), instead of a share of ``dataset``.
         test: A separate test dataset (same classes), instead of a share of ``dataset``.
-        task: 'classify' (a label per image), 'segment' (a mask per image) or 'pretrain' (images only,
-            labels ignored: self-supervised pretraining); default: the dataset's task.
+        task: 'classify' (a label per image), 'segment' (a mask per image), 'detect' (boxes per image;
+            a batch's target is a list of {"boxes": (N, 4) x1 y1 x2 y2 pixels, "labels": (N,)}) or
+            'pretrain' (images only, labels ignored: self-supervised pretraining); default: the
+            dataset's task.
         split: Train/val/test fractions (or train/test: no val) for a stratified split.
         format_splits: Use the format's own train/val/test folders when it has them; False
             splits the data by ``split`` instead (MVTec AD's train folder has good images only).
@@ -198,7 +219,7 @@ class DataModule:
     def __init__(self, dataset: str | dict[str, Any] | DefectDataset, *,
                  val: str | dict[str, Any] | DefectDataset | None = None,
                  test: str | dict[str, Any] | DefectDataset | None = None,
-                 task: Literal["classify", "segment", "pretrain"] | None = None,
+                 task: Literal["classify", "segment", "detect", "pretrain"] | None = None,
                  split: Annotated[tuple[float, ...], SplitFractions()] = (0.7, 0.15, 0.15),
                  format_splits: bool = True, seed: Annotated[int, Range(0)] = 0,
                  splits_csv: str | None = None,
@@ -214,11 +235,11 @@ class DataModule:
         fractions = checked_fractions(split)
         main = open_dataset(dataset)
         self.task = task or main.task
-        if self.task not in ("classify", "segment", "pretrain"):
-            raise DataError(f"the data module does not support the task '{self.task}' of {main!r} yet; "
-                            f"it handles classify, segment and pretrain (images only, labels ignored)")
+        if self.task not in ("classify", "segment", "detect", "pretrain"):
+            raise DataError(f"the data module does not support the task '{self.task}' of {main!r}; it handles "
+                            f"classify, segment, detect and pretrain (images only, labels ignored)")
         self.transform = ImageTransform(image_size, channels, normalize, augment,
-                                        "segment" if self.task == "segment" else "classify")
+                                        self.task if self.task in ("segment", "detect") else "classify")
         explicit = {name: open_dataset(spec) for name, spec in (("val", val), ("test", test)) if spec is not None}
         self.classes = list(main.classes)
         for name, data in explicit.items():
@@ -231,8 +252,7 @@ class DataModule:
         indices = {name: list(range(len(explicit[name]))) if name in explicit
                    else [i for i, part in enumerate(self.assignment) if part == name] for name in SPLIT_NAMES}
         if label_fraction != 1.0:
-            indices["train"] = label_fraction_subset(indices["train"], [s.label for s in main.samples],
-                                                     label_fraction, seed)
+            indices["train"] = label_fraction_subset(indices["train"], strata_labels(main), label_fraction, seed)
         if not indices["train"]:
             raise DataError(f"the training split of {main!r} is empty; check split={list(split)} or the "
                             f"splits file")
@@ -260,7 +280,7 @@ class DataModule:
         """The split of each sample of the main dataset, by the precedence the class docstring gives."""
         if splits_csv is not None and Path(splits_csv).exists():
             return _stored_assignment(main, splits_csv, explicit)
-        labels = [sample.label for sample in main.samples]
+        labels = strata_labels(main)
         if explicit:
             remaining = {name: f for name, f in fractions.items() if name not in explicit}
             total = sum(remaining.values())
@@ -285,6 +305,11 @@ class DataModule:
             if missing:
                 raise DataError(f"classification needs a class label per image, but {len(missing)} image(s) of "
                                 f"{data!r} have none (e.g. {first_few(missing)})")
+        elif self.task == "detect":
+            missing = [sample.key for sample in data.samples if sample.boxes is None]
+            if missing:
+                raise DataError(f"detection needs the boxes of every image (none: an empty list), but {len(missing)} "
+                                f"image(s) of {data!r} have no annotation (e.g. {first_few(missing)})")
         elif self.task == "segment" and type(data).load_mask is DefectDataset.load_mask and \
                 not any(s.mask_path for s in data.samples):
             raise DataError(f"segmentation needs a mask per image, but {data!r} has no masks")
@@ -357,7 +382,7 @@ class DataModule:
             images = self._split_images(split)
             sampler = EpochSampler(len(images), self.seed, self._weights, rank, world_size) if train else None
             height, width = self.transform.size
-            target_shape = (height, width) if self.task == "segment" else ()
+            target_shape = {"segment": (height, width), "detect": None}.get(self.task, ())
             self._loaders[key] = DataLoader(
                 images, batch_size=self.batch_size if train else self.eval_batch_size, sampler=sampler,
                 num_workers=self.workers, persistent_workers=self.workers > 0, drop_last=self.drop_last and train,
@@ -377,6 +402,13 @@ class DataModule:
                             "without one (use balance='none')")
         counts = self.class_counts("train")
         return [1.0 / counts[label] for label in labels]
+
+
+def strata_labels(data: DefectDataset) -> list[int | None]:
+    """The class each sample is stratified by: its label, or a detection image's rarest class (None: no box)."""
+    counts = data.class_counts()
+    return [sample.label if sample.boxes is None else
+            min(sample.labels, key=lambda c: (counts[c], c), default=None) for sample in data.samples]
 
 
 def _stored_assignment(main: DefectDataset, path: str, explicit: dict[str, DefectDataset]) -> list[str]:

@@ -4,7 +4,9 @@
 settings for arbitrary files. It works in two steps: :meth:`ImageTransform.resize` (uint8 in,
 uint8 out: what a data module caches) and the call, which converts channels, augments when
 training (SPEC 000 §2.5: flip, rotation, contrast, noise; SPEC 003: brightness) and normalises.
-Randomness comes from torch's global generator, so ``torch.manual_seed`` makes it repeatable.
+Detection boxes (x1, y1, x2, y2 in pixels of the output size) go through the same flips and
+rotations as the image. Randomness comes from torch's global generator, so ``torch.manual_seed``
+makes it repeatable.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ class ImageTransform:
     Augmentations run in a fixed order whatever order they are named in: flip (horizontal and
     vertical, each with probability 1/2), rotate (a random multiple of 90 degrees; only 180 for
     non-square images), then contrast, brightness and Gaussian noise, clipped to [0, 1]. Flip
-    and rotate move a mask with the image. They run before channel conversion, so a grey image
+    and rotate move a mask or the boxes with the image. They run before channel conversion, so a grey image
     repeated to three channels stays grey.
 
     Args:
@@ -40,13 +42,13 @@ class ImageTransform:
         channels: Channels of the output: 3 (grey images repeated) or 1 (colour to luminance).
         normalize: 'imagenet' (ImageNet mean/std; for one channel mean 0.449, std 0.226) or 'none'.
         augment: Augmentations applied when training, from flip, rotate, contrast, brightness, noise.
-        task: 'classify' (images only) or 'segment' (a mask may come with each image, and goes
-            through the same flips and rotations).
+        task: 'classify' (images only), 'segment' (a mask may come with each image, and goes
+            through the same flips and rotations) or 'detect' (boxes may come with each image).
     """
 
     def __init__(self, image_size: int | tuple[int, int], channels: int = 3,
                  normalize: Literal["imagenet", "none"] = "imagenet", augment: Sequence[str] = (),
-                 task: Literal["classify", "segment"] = "classify") -> None:
+                 task: Literal["classify", "segment", "detect"] = "classify") -> None:
         size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
         if len(size) != 2 or not all(isinstance(v, int) and v >= 1 for v in size):
             raise ParameterError(f"image_size must be a positive int or (height, width), got {image_size!r}")
@@ -54,8 +56,8 @@ class ImageTransform:
             raise ParameterError(f"channels must be 1 or 3, got {channels!r}")
         if normalize not in ("imagenet", "none"):
             raise ParameterError(f"normalize must be 'imagenet' or 'none', got {normalize!r}")
-        if task not in ("classify", "segment"):
-            raise ParameterError(f"task must be 'classify' or 'segment', got {task!r}")
+        if task not in ("classify", "segment", "detect"):
+            raise ParameterError(f"task must be 'classify', 'segment' or 'detect', got {task!r}")
         for name in augment:
             if name not in AUGMENTATIONS:
                 raise ParameterError(f"unknown augmentation {name!r}{did_you_mean(name, AUGMENTATIONS)} "
@@ -86,16 +88,19 @@ class ImageTransform:
             mask = mask[rows[:, None], cols[None, :]]
         return image, mask
 
-    def __call__(self, image: np.ndarray, mask: np.ndarray | None = None, train: bool = False
-                 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-        """A float tensor (C, H, W), normalised; with a mask also a long tensor (H, W).
+    def __call__(self, image: np.ndarray, mask: np.ndarray | None = None, train: bool = False,
+                 boxes: torch.Tensor | None = None) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """A float tensor (C, H, W), normalised; with a mask also a long tensor (H, W), with boxes also the
+        boxes (N, 4) moved with the image.
 
         ``image`` is a uint8 array (H, W) or (H, W, 3), resized here unless it already has the
         output size. Augmentation runs only when ``train`` is True. Only a 'segment' transform
-        takes a mask.
+        takes a mask, only a 'detect' one boxes (x1, y1, x2, y2 in pixels of the output size).
         """
         if mask is not None and self.task != "segment":
-            raise ParameterError("a 'classify' transform takes no mask; build it with task='segment'")
+            raise ParameterError(f"a '{self.task}' transform takes no mask; build it with task='segment'")
+        if boxes is not None and self.task != "detect":
+            raise ParameterError(f"a '{self.task}' transform takes no boxes; build it with task='detect'")
         resized = self.resize(image, mask)
         image, mask = resized if mask is not None else (resized, None)
         if image.ndim == 2:
@@ -104,27 +109,31 @@ class ImageTransform:
             raise DataError(f"expected a grey (H, W) or colour (H, W, 3) image, got shape {image.shape}")
         tensor = torch.tensor(image).permute(2, 0, 1).float().div_(255.0)  # a copy: cached arrays stay as they are
         target = None if mask is None else torch.tensor(mask, dtype=torch.long)
+        if boxes is not None:
+            target = boxes.clone().float()
         if train and self.augment:
-            tensor, target = self._augmented(tensor, target)
+            tensor, target = self._augmented(tensor, target, boxes is not None)
         tensor = self._with_channels(tensor)
         if self.normalize == "imagenet":
             tensor = (tensor - self._mean) / self._std
         return tensor if target is None else (tensor, target)
 
-    def _augmented(self, image: torch.Tensor, mask: torch.Tensor | None
+    def _augmented(self, image: torch.Tensor, target: torch.Tensor | None, boxes: bool = False
                    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Random geometry for image and mask together, then random photometry for the image."""
-        pair = [image, None if mask is None else mask[None]]
+        """Random geometry for image and mask (or boxes) together, then random photometry for the image."""
+        move = box_geometry if boxes else mask_geometry
+        mask = None if target is None else target if boxes else target[None]
         if "flip" in self.augment:
             flips = torch.rand(2)
             for axis, draw in ((-1, flips[0]), (-2, flips[1])):
                 if draw < 0.5:
-                    pair = [None if t is None else t.flip(axis) for t in pair]
+                    image, mask = image.flip(axis), move(mask, image.shape, flip=axis)
         if "rotate" in self.augment:
             square = image.shape[-1] == image.shape[-2]
             turns = int(torch.randint(4, ())) if square else 2 * int(torch.randint(2, ()))
-            pair = [None if t is None else torch.rot90(t, turns, dims=(-2, -1)) for t in pair]
-        image, mask = pair[0], None if pair[1] is None else pair[1][0]
+            for _ in range(turns):
+                image, mask = torch.rot90(image, 1, dims=(-2, -1)), move(mask, image.shape, flip=None)
+        mask = mask if mask is None or boxes else mask[0]
         if "contrast" in self.augment:
             factor = torch.empty(()).uniform_(1 - CONTRAST, 1 + CONTRAST)
             mean = image.mean()
@@ -143,3 +152,27 @@ class ImageTransform:
             return image.expand(3, -1, -1).contiguous()
         weights = torch.tensor(LUMINANCE, dtype=image.dtype).view(3, 1, 1)
         return (image * weights).sum(dim=0, keepdim=True)
+
+
+def mask_geometry(mask: torch.Tensor | None, shape: torch.Size, flip: int | None) -> torch.Tensor | None:
+    """A (1, H, W) mask flipped along axis ``flip``, or turned a quarter like ``torch.rot90(k=1)`` when None."""
+    if mask is None:
+        return None
+    return mask.flip(flip) if flip is not None else torch.rot90(mask, 1, dims=(-2, -1))
+
+
+def box_geometry(boxes: torch.Tensor | None, shape: torch.Size, flip: int | None) -> torch.Tensor | None:
+    """Boxes (N, 4: x1, y1, x2, y2) of an image of ``shape`` (…, H, W) after the move ``mask_geometry`` makes.
+
+    A horizontal flip maps x to W - x, a vertical one y to H - y; ``torch.rot90(k=1)`` moves the
+    point (x, y) to (y, W - x).
+    """
+    if boxes is None or not len(boxes):
+        return boxes
+    height, width = shape[-2], shape[-1]
+    x1, y1, x2, y2 = boxes.unbind(-1)
+    if flip == -1:
+        return torch.stack([width - x2, y1, width - x1, y2], -1)
+    if flip == -2:
+        return torch.stack([x1, height - y2, x2, height - y1], -1)
+    return torch.stack([y1, width - x2, y2, width - x1], -1)

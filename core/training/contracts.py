@@ -59,3 +59,23 @@ def checked_scores(evaluator: Any, scores: Any) -> dict[str, float]:
                                                  f"{name!r} is a {type(value).__name__}")
         result[name] = float(value)
     return result
+
+
+def checked_losses(model: Any, value: Any) -> dict[str, torch.Tensor]:
+    """A detector's training output, a dict of named scalar losses (torchvision's convention); else a PluginError."""
+    if not isinstance(value, dict) or not value or not all(
+            isinstance(k, str) and isinstance(v, torch.Tensor) and v.numel() == 1 for k, v in value.items()):
+        raise broken("backbone", getattr(model, "module", model),
+                     f"a detector's forward(images, targets) must return a dict of named scalar losses in training "
+                     f"mode, but returned {type(value).__name__}")
+    return {name: loss.reshape(()) for name, loss in value.items()}
+
+
+def checked_detections(model: Any, value: Any, images: int) -> list[dict[str, torch.Tensor]]:
+    """A detector's eval output, one dict of boxes, scores and labels per image; else a PluginError."""
+    if not isinstance(value, (list, tuple)) or len(value) != images or not all(
+            isinstance(d, dict) and {"boxes", "scores", "labels"} <= set(d) for d in value):
+        raise broken("backbone", getattr(model, "module", model),
+                     f"a detector's forward(images) must return, in eval mode, a list of {images} dicts with boxes, "
+                     f"scores and labels, but returned {type(value).__name__}")
+    return list(value)

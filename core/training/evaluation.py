@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from defectlab.plugin_system.errors import DataError
 from defectlab.plugin_system.files import write_json
-from defectlab.training.contracts import checked_logits, checked_loss, checked_scores
+from defectlab.training.contracts import checked_detections, checked_logits, checked_loss, checked_scores
 from torch import nn
 
 SkipNote = Callable[[str, dict[str, Any]], None]
@@ -27,6 +27,13 @@ def _forward(model: nn.Module, images: torch.Tensor, want_embeddings: bool) -> t
         embeddings = model.forward_features(images)
         return checked_logits(model, model.head(embeddings)), embeddings
     return checked_logits(model, model(images)), None
+
+
+def to_device(target: Any, device: torch.device) -> Any:
+    """A batch's target on ``device``: a tensor, or detection's list of dicts of tensors."""
+    if isinstance(target, torch.Tensor):
+        return target.to(device, non_blocking=True)
+    return [{key: value.to(device, non_blocking=True) for key, value in item.items()} for item in target]
 
 
 @torch.no_grad()
@@ -46,13 +53,16 @@ def evaluate_split(model: nn.Module, loss: nn.Module | None, data: Any, split: s
                 on_skipped(split, batch)
             if not len(batch["image"]):
                 continue
-            images, targets = batch["image"].to(device), batch["target"].to(device)
+            images, targets = batch["image"].to(device), to_device(batch["target"], device)
             with autocast:
-                pred, embeddings = _forward(model, images, "embeddings" in wants)
+                if isinstance(targets, list):  # a detector: boxes out, its losses only in training mode
+                    pred, embeddings = checked_detections(model, model(images), len(images)), None
+                else:
+                    pred, embeddings = _forward(model, images, "embeddings" in wants)
                 if loss is not None:
                     total += float(checked_loss(loss, loss(pred, targets))) * len(images)
             seen += len(images)
-            pred = pred.float()
+            pred = pred.float() if isinstance(pred, torch.Tensor) else pred
             extras = {"keys": [data.sample_key(split, int(i)) for i in batch["index"]],
                       "embeddings": embeddings, "images": batch["image"]}
             for evaluator in evaluators:

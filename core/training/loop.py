@@ -34,8 +34,8 @@ from defectlab.plugin_system.files import (
 )
 from defectlab.training import distributed
 from defectlab.training.checkpoints import load_checkpoint, save_checkpoint
-from defectlab.training.contracts import checked_logits, checked_loss
-from defectlab.training.evaluation import evaluate_split, write_evaluation
+from defectlab.training.contracts import checked_logits, checked_loss, checked_losses
+from defectlab.training.evaluation import evaluate_split, to_device, write_evaluation
 from defectlab.training.settings import TrainSettings
 from defectlab.training.transfer import (
     freeze_backbone,
@@ -156,7 +156,7 @@ class Trainer:
     def _prepare(self, resume: bool) -> None:
         counts = self.data.class_counts("train")
         for component in (self.loss, *self.evaluators):
-            if hasattr(component, "setup"):
+            if component is not None and hasattr(component, "setup"):
                 component.setup(classes=list(self.data.classes), class_counts=counts)
         if self.settings.init_from and not resume:  # a resumed run restores every tensor from last.pt
             report = init_backbone_from(self.model, self.settings.init_from)
@@ -165,7 +165,8 @@ class Trainer:
         if self.settings.linear_probe:
             self.frozen = freeze_backbone(self.model)
         self.model.to(self.device)
-        self.loss.to(self.device)
+        if self.loss is not None:  # a detector computes its own losses
+            self.loss.to(self.device)
         distributed.start(self.world, self.device)
         if self.world.distributed:
             ids = [self.device.index] if self.device.type == "cuda" else None
@@ -195,9 +196,12 @@ class Trainer:
 
     def fit(self, resume: bool = False) -> Any:
         """Train to the last epoch (or an early stop), then evaluate on the test split and write the report."""
-        from defectlab.runs.run import Run
+        from defectlab.runs.run import Run, write_resolved_config
 
         self.folder.mkdir(parents=True, exist_ok=True)
+        if self.world.is_main and not (self.folder / "config.json").is_file():  # built from Python, not a config
+            write_resolved_config(self.folder, {"model": self.extra.get("model_spec"), "train": self.settings.to_dict()},
+                                  self.settings.seed)
         previous = (torch.are_deterministic_algorithms_enabled(),
                     torch.is_deterministic_algorithms_warn_only_enabled(), torch.backends.cudnn.benchmark)
         if self.settings.deterministic:
@@ -263,6 +267,7 @@ class Trainer:
                    disable=None if self.settings.progress and self.world.is_main else True,  # None: not on a pipe
                    dynamic_ncols=True)
         total, seen, started = 0.0, 0, time.perf_counter()
+        self.parts: dict[str, float] = {}  # a detector's named losses, summed over the epoch's images
         steps = max(len(loader), 1)
         for step, batch in enumerate(bar, 1):
             self._note_skipped("train", batch)
@@ -270,8 +275,8 @@ class Trainer:
             if not len(images):
                 continue
             progress = ((epoch - 1) * steps + step) / (self.settings.epochs * steps)  # of every step, for schedules
-            loss = self._step(images.to(self.device, non_blocking=True),
-                              batch["target"].to(self.device, non_blocking=True), epoch, step, progress)
+            loss = self._step(images.to(self.device, non_blocking=True), to_device(batch["target"], self.device),
+                              epoch, step, progress)
             total += loss * len(images)
             seen += len(images)
             bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
@@ -279,7 +284,10 @@ class Trainer:
         total, seen = distributed.summed(self.world, total, seen)
         if not seen:
             raise DataError("no training image could be read in this epoch; run `defectlab check-data` on the dataset")
-        record = {"epoch": epoch, "train/loss": total / seen, "lr": self.optimizer.param_groups[0]["lr"],
+        parts = distributed.summed(self.world, *self.parts.values()) if self.parts else ()
+        record = {"epoch": epoch, "train/loss": total / seen,
+                  **{f"train/{name}": value / seen for name, value in zip(self.parts, parts)},
+                  "lr": self.optimizer.param_groups[0]["lr"],
                   "weight_decay": self.optimizer.param_groups[0]["weight_decay"],
                   "seconds": round(seconds, 3), "images_per_s": round(seen / seconds, 2)}
         epoch_metrics = getattr(unwrap(self.model), "epoch_metrics", None)
@@ -294,10 +302,16 @@ class Trainer:
                 record.update({f"val/{k}": v for k, v in scores.items()})
         return record
 
-    def _step(self, images: torch.Tensor, targets: torch.Tensor, epoch: int, step: int, progress: float) -> float:
+    def _step(self, images: torch.Tensor, targets: Any, epoch: int, step: int, progress: float) -> float:
         autocast = torch.autocast("cuda", dtype=torch.float16) if self.amp else nullcontext()
         with autocast:
-            loss = checked_loss(self.loss, self.loss(checked_logits(self.model, self.model(images)), targets))
+            if isinstance(targets, list):  # a detector takes its targets and returns its named losses
+                parts = checked_losses(self.model, self.model(images, targets))
+                loss = torch.stack(list(parts.values())).sum()
+                for name, value in parts.items():
+                    self.parts[name] = self.parts.get(name, 0.0) + float(value.detach()) * len(images)
+            else:
+                loss = checked_loss(self.loss, self.loss(checked_logits(self.model, self.model(images)), targets))
         finite = bool(torch.isfinite(loss.detach()))
         if self.world.distributed:  # every rank stops together
             finite = distributed.summed(self.world, float(not finite))[0] == 0

@@ -40,10 +40,10 @@ def evaluate_run(run: str | Path, dataset: Any = None, split: str = "test", whic
         raise DataError(f"the data's classes {data.classes} differ from the run's {trained.classes}; evaluate on "
                         f"data with the same classes in the same order")
     target = new_run_dir("evaluate", out, root=folder, overwrite=overwrite)  # before the work, after the checks
-    loss = create("loss", config["loss"])
+    loss = create("loss", config["loss"]) if config.get("loss") else None  # a detector has its own losses
     evaluators = [create("evaluator", spec) for spec in config["evaluators"]]
     for component in (loss, *evaluators):
-        if hasattr(component, "setup"):
+        if component is not None and hasattr(component, "setup"):
             component.setup(classes=list(data.classes), class_counts=data.class_counts("train"))
     results = write_evaluation(trained.model, loss, data, split, evaluators, torch.device("cpu"), target)
     return {**results, "folder": str(target)}

@@ -24,7 +24,10 @@ from defectlab.plugin_system.errors import (
 from defectlab.plugin_system.parameters import Range
 
 DEFAULT_LOSS = {"classify": {"name": "cross_entropy"}, "segment": {"name": "dibe"}}
-DEFAULT_EVALUATORS = {"classify": [{"name": "classification"}], "segment": [{"name": "segmentation"}]}
+DEFAULT_EVALUATORS = {"classify": [{"name": "classification"}], "segment": [{"name": "segmentation"}],
+                      "detect": [{"name": "detection"}]}
+#: What a detector's best.pt is chosen by when train.monitor is left at its default.
+DETECTION_MONITOR = "val/map_50"
 #: Settings that may change when a run is resumed (the rest must stay as trained).
 RESUMABLE = ("epochs", "progress", "device", "patience")
 
@@ -200,7 +203,7 @@ def build_stage(config: Mapping[str, Any], splits_csv: Path | None = None) -> tu
         raise ConfigError([f"model.name: '{component.name}' is a backbone for {', '.join(tasks)}, but the data "
                            f"are for '{needed}'; pick a {needed} backbone (`defectlab list backbone`)"])
     classes = len(data.classes)
-    num_classes = classes if data.task == "classify" or classes > 2 else 1
+    num_classes = classes if data.task in ("classify", "detect") or classes > 2 else 1
     if data.task == "pretrain":  # the encoder's head is never trained, and is left behind by init_from
         num_classes = 2
     model_params = {**model_params, "in_chans": in_chans}
@@ -225,8 +228,16 @@ def build_stage(config: Mapping[str, Any], splits_csv: Path | None = None) -> tu
         resolved.update(ssl=_as_spec(config["ssl"]), pretrain=resolved_settings(config.get("pretrain", {}),
                                                                                    pretrain_settings))
         return resolved, data, ObjectiveModel(objective), ObjectiveLoss(), []
+    evaluator_specs = config["evaluators"] if config.get("evaluators") is not None else DEFAULT_EVALUATORS[data.task]
+    if data.task == "detect":  # a detector computes its own losses (its assigner is a model setting)
+        if config.get("loss"):
+            raise ConfigError([f"loss: '{component.name}' is a detector and computes its own losses; remove the "
+                               f"[loss] section (see `defectlab show backbone {component.name}` for its settings)"])
+        if "monitor" not in config.get("train", {}):
+            resolved["train"]["monitor"] = DETECTION_MONITOR
+        resolved.update(evaluators=[_as_spec(s) for s in evaluator_specs])
+        return resolved, data, model, None, [create("evaluator", spec) for spec in evaluator_specs]
     loss_spec = config.get("loss") or DEFAULT_LOSS[data.task]
-    evaluator_specs = config.get("evaluators") or DEFAULT_EVALUATORS[data.task]
     resolved.update(loss=_as_spec(loss_spec), evaluators=[_as_spec(s) for s in evaluator_specs])
     return resolved, data, model, create("loss", loss_spec), [create("evaluator", spec) for spec in evaluator_specs]
 
