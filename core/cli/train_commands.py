@@ -91,21 +91,28 @@ def evaluate_command(run: str, dataset: str | None, split: str, which: str, out:
 @click.option("--out", type=click.Path(dir_okay=False), default="predictions.csv", show_default=True)
 @click.option("--checkpoint", "which", type=click.Choice(["best", "last"]), default="best", show_default=True)
 @click.option("--batch-size", type=click.IntRange(1), default=32, show_default=True)
-@click.option("--threshold", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.5,
-              show_default=True, help="Defect probability above which a pixel is defect (segmentation).")
-@click.option("--overwrite", is_flag=True, help="Replace the CSV and masks of an earlier prediction.")
+@click.option("--threshold", type=click.FloatRange(0, 1, min_open=True, max_open=True),
+              help="Segmentation: defect probability above which a pixel is defect (0.5). Detection: score "
+                   "below which a box is left out (the run's best-F1 confidence, else 0.25).")
+@click.option("--slice", "slice_size", type=click.IntRange(16), help="Detection: predict in square slices of N "
+              "pixels and merge their boxes (small defects on large images).")
+@click.option("--overlap", type=click.FloatRange(0, 1, max_open=True), default=0.2, show_default=True,
+              help="Share of a slice that neighbouring slices overlap.")
+@click.option("--overwrite", is_flag=True, help="Replace the outputs of an earlier prediction.")
 def predict_command(run: str, images: tuple[str, ...], out: str, which: str, batch_size: int,
-                    threshold: float, overwrite: bool) -> None:
+                    threshold: float | None, slice_size: int | None, overlap: float, overwrite: bool) -> None:
     """Predict IMAGES (files or folders) with a trained RUN and write a CSV of predictions.
 
-    Exits 1 when no image could be predicted.
+    A detector also writes the boxes as JSON beside the CSV and draws them on the images
+    (<out>_boxes/); a segmentation model writes masks (<out>_masks/). Exits 1 when no image
+    could be predicted.
     """
     from defectlab.workflows.predict import predict
 
     result = predict(run, images, out, batch_size=batch_size, which=which, threshold=threshold,
-                     overwrite=overwrite)
+                     overwrite=overwrite, slice_size=slice_size, overlap=overlap)
     click.echo(f"{result.predicted} predicted, {result.failed} failed")
-    click.echo(f"predictions: {result.csv}" + (f" (masks in {result.masks})" if result.masks else ""))
+    click.echo(f"predictions: {result.csv}" + (f" (and {result.masks})" if result.masks else ""))
 
 
 @click.command("report")

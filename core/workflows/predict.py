@@ -97,26 +97,41 @@ class Predictions:
 
 
 def predict(run_or_file: str | Path, inputs: Sequence[str | Path], out: str | Path, batch_size: int = 32,
-            which: str = "best", threshold: float = 0.5, overwrite: bool = False) -> Predictions:
+            which: str = "best", threshold: float | None = None, overwrite: bool = False,
+            slice_size: int | None = None, overlap: float = 0.2) -> Predictions:
     """Predict every image in ``inputs`` and write ``out`` (CSV); unreadable files get a row with the error.
 
     Classification rows: path, predicted class, confidence, one probability per class.
     Segmentation rows: path, defect pixels, defect fraction and the mask PNG written beside the
-    CSV (``<out stem>_masks/``, under each image's unique name) at the image's own size. An
-    existing CSV or mask folder is replaced only with ``overwrite``, and nothing is written into a
-    run's folder. A DataError when no image could be predicted (the CSV lists why).
+    CSV (``<out stem>_masks/``, under each image's unique name) at the image's own size; a
+    pixel is defect above ``threshold`` (default 0.5). Detection rows: one per box (path, boxes
+    in the image, class, score, x1, y1, x2, y2 in the image's pixels; an image without boxes
+    has one row with 0), the same as JSON (``<out stem>.json``) and the images with their boxes
+    drawn (``<out stem>_boxes/``); boxes scored below ``threshold`` (default: the run's best-F1
+    confidence, else 0.25) are left out; ``slice_size`` predicts each image in square slices of
+    that many pixels overlapping by ``overlap`` of a slice, and merges their boxes. An existing
+    output is replaced only with ``overwrite``, and nothing is written into a run's folder. A
+    DataError when no image could be predicted (the CSV lists why).
     """
     import numpy as np
     import torch
     from defectlab.data.transforms import ImageTransform
 
     trained = load_trained(run_or_file, which)
+    if slice_size is not None and trained.task != "detect":
+        raise DataError(f"slicing predicts boxes; this run's task is '{trained.task}' (drop --slice)")
+    if not 0 <= overlap < 1:
+        raise DataError(f"overlap is a share of a slice, 0 <= overlap < 1; got {overlap}")
     transform = ImageTransform(task=trained.task, **trained.transform)
     segment = trained.task == "segment"
     out = Path(out)
-    masks = out.with_name(out.stem + "_masks") if segment else None
+    masks = out.with_name(out.stem + ("_boxes" if trained.task == "detect" else "_masks")) \
+        if trained.task in ("segment", "detect") else None
     files = image_inputs(inputs)
-    _check_outputs(out, masks, overwrite)
+    _check_outputs(out, masks, overwrite, also=[out.with_suffix(".json")] if trained.task == "detect" else [])
+    if trained.task == "detect":
+        return _predict_boxes(trained, files, out, masks, batch_size, threshold, slice_size, overlap)
+    threshold = 0.5 if threshold is None else threshold
     header = (["path", "defect_pixels", "defect_fraction", "mask"] if segment else
               ["path", "predicted", "confidence", *[f"p_{c}" for c in trained.classes]]) + ["error"]
     rows: list[dict[str, Any]] = []
@@ -162,7 +177,20 @@ def predict(run_or_file: str | Path, inputs: Sequence[str | Path], out: str | Pa
     return result
 
 
-def _check_outputs(out: Path, masks: Path | None, overwrite: bool) -> None:
+def _predict_boxes(trained: TrainedModel, files: list[tuple[Path, str]], out: Path, drawings: Path, batch_size: int,
+                   threshold: float | None, slice_size: int | None, overlap: float) -> Predictions:
+    from defectlab.workflows.predict_boxes import detect_images, run_confidence, write_detections
+
+    confidence = run_confidence(trained.checkpoint) if threshold is None else threshold
+    results, images = detect_images(trained, files, batch_size, confidence, slice_size, overlap)
+    write_detections(results, images, out, drawings)
+    failed = sum(1 for result in results if result["error"])
+    if failed == len(results):
+        raise DataError(f"none of the {failed} images could be predicted; {out} lists why")
+    return Predictions(out, len(results) - failed, failed, drawings)
+
+
+def _check_outputs(out: Path, masks: Path | None, overwrite: bool, also: Sequence[Path] = ()) -> None:
     """Refuse to write into a run's folder, or over an earlier CSV or mask folder without ``overwrite``."""
     from defectlab.runs.run import OUTPUT_MARKERS
 
@@ -172,7 +200,7 @@ def _check_outputs(out: Path, masks: Path | None, overwrite: bool) -> None:
                         f"--out predictions/{out.name}")
     if out.is_dir():
         raise DataError(f"--out {out} is a folder; give the CSV file to write")
-    existing = [p for p in (out, masks) if p is not None and p.exists() and (p.is_file() or any(p.iterdir()))]
+    existing = [p for p in (out, *also, masks) if p is not None and p.exists() and (p.is_file() or any(p.iterdir()))]
     if existing and not overwrite:
         raise DataError(f"{' and '.join(map(str, existing))} already exist(s) from an earlier prediction; choose "
                         f"another --out, or pass --overwrite to replace them")
