@@ -17,6 +17,7 @@ NAMED_CLASSES = 12  # up to this many classes, per-class curves are named in the
 NUMBERED_CELLS = 25  # up to this many classes, confusion cells carry their counts
 TILE = 256  # the longer side of an image in predictions.png, in pixels
 COLUMNS = 4  # images per row of predictions.png
+MOST_BOXES = 25  # the most predictions drawn on one image (the highest-scoring), so that it stays readable
 OUTCOME_COLOURS = {"correct": (40, 200, 60), "false alarm": (230, 40, 40), "missed box": (40, 110, 255)}
 
 
@@ -99,7 +100,10 @@ def draw_predictions(examples: Sequence[dict[str, Any]], classes: Sequence[str],
         tile = Image.new("RGB", (TILE, TILE + caption), "white")
         tile.paste(Image.fromarray(example["image"]).resize(size, Image.NEAREST), (0, caption))
         draw = ImageDraw.Draw(tile)
-        draw.text((2, 2), str(example["key"])[-40:], fill="black", font=font)
+        kept = len(example["scores"])
+        shown = np.argsort(-np.asarray(example["scores"]), kind="stable")[:MOST_BOXES]
+        more = f" (the {len(shown)} best of {kept} boxes)" if kept > len(shown) else ""
+        draw.text((2, 2), str(example["key"])[-30:] + more, fill="black", font=font)
 
         def box(xyxy: np.ndarray, colour: tuple[int, int, int], width: int) -> tuple[float, float]:
             x1, y1, x2, y2 = (float(v) * scale for v in xyxy)
@@ -109,9 +113,9 @@ def draw_predictions(examples: Sequence[dict[str, Any]], classes: Sequence[str],
         for xyxy, missed in zip(example["targets"], example["missed"]):
             if missed:
                 box(xyxy, OUTCOME_COLOURS["missed box"], 2)
-        for xyxy, score, label, correct in zip(example["boxes"], example["scores"], example["labels"],
-                                               example["correct"]):
-            colour = OUTCOME_COLOURS["correct" if correct else "false alarm"]
+        for i in shown[::-1]:  # the best drawn last, on top
+            xyxy, score, label = example["boxes"][i], example["scores"][i], example["labels"][i]
+            colour = OUTCOME_COLOURS["correct" if example["correct"][i] else "false alarm"]
             x, y = box(xyxy, colour, 2)
             text = f"{classes[label]} {score:.2f}"
             draw.rectangle(draw.textbbox((x + 1, y + 1), text, font=font), fill=colour)
