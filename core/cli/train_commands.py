@@ -77,7 +77,7 @@ def evaluate_command(run: str, dataset: str | None, split: str, which: str, out:
     for name, details in results["details"].items():
         matrix = details.get("confusion_matrix") if isinstance(details, dict) else None
         if matrix:
-            classes = details.get("classes", [str(i) for i in range(len(matrix))])
+            classes = details.get("confusion_labels") or details.get("classes") or [str(i) for i in range(len(matrix))]
             click.echo(f"\nconfusion matrix ({name}; rows = true class)")
             click.echo(format_table(["", *classes], [[c, *row] for c, row in zip(classes, matrix)]))
         if isinstance(details, dict) and details.get("f1_best_text"):

@@ -15,7 +15,8 @@ from defectlab.plugin_system.naming import natural_key
 from defectlab.runs.tables import format_table
 
 #: Scores shown first in comparison tables when a run has them.
-HEADLINE = ("accuracy", "balanced_accuracy", "macro_f1", "map", "f1_best", "iou", "pa", "recall", "dice", "oii")
+HEADLINE = ("accuracy", "balanced_accuracy", "macro_f1", "map_50", "map", "f1_best", "f1", "precision", "iou", "pa",
+            "recall", "dice", "oii")
 
 
 def curve_names(records: Sequence[dict[str, Any]]) -> list[str]:
