@@ -14,6 +14,7 @@ import defectlab as dl
 from defectlab import Box, DefectDataset, Sample
 from defectlab.data.data_module import DataModule, strata_labels
 from defectlab.data.transforms import ImageTransform
+from defectlab_plugins.fcos.component import fcos
 from defectlab_plugins.fcos.detector import FCOSDetector
 from defectlab_plugins.fcos.tgfs import level_of_anchors, owners
 
@@ -76,7 +77,7 @@ def test_detection_images_are_stratified_by_their_rarest_class():
 
 def _model(assigner: str, **options) -> FCOSDetector:
     torch.manual_seed(0)
-    return FCOSDetector(num_classes=2, in_chans=1, assigner=assigner, **options)
+    return fcos(num_classes=2, in_chans=1, assigner=assigner, **options)
 
 
 def _targets() -> list[dict[str, torch.Tensor]]:
@@ -183,12 +184,8 @@ def test_grey_backbone_and_transfer_of_the_backbone_only(tmp_path):
     model = _model("fcos")
     assert model.backbone.body.conv1.in_channels == 1
     torch.save(model.state_dict(), tmp_path / "fcos.pt")
-    other = FCOSDetector(num_classes=5, in_chans=1)
-    report = dl.init_backbone_from(other, tmp_path / "fcos.pt") if hasattr(dl, "init_backbone_from") else None
-    if report is None:
-        from defectlab.training.transfer import init_backbone_from
-
-        report = init_backbone_from(other, tmp_path / "fcos.pt")
+    other = fcos(num_classes=5, in_chans=1)
+    report = dl.init_backbone_from(other, tmp_path / "fcos.pt")
     assert all(name.startswith("backbone.") for name in report.loaded)
     assert torch.equal(other.backbone.body.conv1.weight, model.backbone.body.conv1.weight)
     assert not torch.equal(other.head.regression_head.bbox_reg.weight, model.head.regression_head.bbox_reg.weight)
@@ -197,7 +194,7 @@ def test_grey_backbone_and_transfer_of_the_backbone_only(tmp_path):
 def test_fcos_trains_through_the_engine_and_logs_its_losses(tmp_path):
     data = BoxImages([(Box(i % 2, 0.5, 0.5, 0.4 + 0.02 * i, 0.4),) for i in range(8)], size=64)
     module = DataModule(data, split=(1.0, 0.0), image_size=64, channels=1, augment=(), batch_size=4)
-    model = FCOSDetector(num_classes=2, in_chans=1, assigner="tgfs")
+    model = fcos(num_classes=2, in_chans=1, assigner="tgfs")
     trainer = dl.Trainer(model, None, module, tmp_path / "run",
                          settings=dl.TrainSettings(epochs=1, lr=1e-3, progress=False, monitor="train/loss"))
     trainer.fit()

@@ -11,6 +11,6 @@ from defectlab import hookimpl
 
 @hookimpl
 def register_backbones():
-    from defectlab_plugins.fcos.detector import FCOSDetector
+    from defectlab_plugins.fcos.component import fcos
 
-    return [FCOSDetector]
+    return [fcos]
