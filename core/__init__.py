@@ -68,6 +68,7 @@ from defectlab.training.weights import (
     read_state_dict,
     resolve_weights,
 )
+from defectlab.workflows.convert import convert_dataset
 from defectlab.workflows.report import compare_runs
 from defectlab.workflows.screen import (
     ScreeningResult,
@@ -108,7 +109,7 @@ __all__ = [
     "UnknownComponentError", "UnreadableImageError", "WriteError", "did_you_mean",
     # helpers a plugin shares with the core
     "atomic_write", "pyplot", "save_figure", "format_table", "first_few", "natural_key",
-    "image_files", "read_image", "open_image", "open_dataset", "canonical_split",
+    "image_files", "read_image", "open_image", "open_dataset", "canonical_split", "convert_dataset",
     "WeightReport", "read_state_dict", "load_matching", "resolve_weights", "downloading_weights", "hub_offline",
     "vision_transformer",
     "vision_transformer",

@@ -19,6 +19,7 @@ def _register_builtin_commands() -> None:
         catalog,
         component_verbs,
         config_commands,
+        convert_command,
         data_commands,
         demo_command,
         pretrain_command,
@@ -28,8 +29,8 @@ def _register_builtin_commands() -> None:
         tune_oii_command,
     )
 
-    for module in (catalog, component_verbs, config_commands, data_commands, demo_command, pretrain_command,
-                   screen_command, sweep_command, train_commands, tune_oii_command):
+    for module in (catalog, component_verbs, config_commands, convert_command, data_commands, demo_command,
+                   pretrain_command, screen_command, sweep_command, train_commands, tune_oii_command):
         for command in module.COMMANDS:
             cli.add_command(command)
 

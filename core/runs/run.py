@@ -19,7 +19,7 @@ log = logging.getLogger("defectlab.runs")
 
 #: Files by which a folder is known to hold a workflow's output (a run, an evaluation, a report, ...).
 OUTPUT_MARKERS = ("config.json", "run.json", "metrics.jsonl", "metrics.json", "screen.json", "tune.json",
-                  "comparison.json", "report.html")
+                  "comparison.json", "report.html", "convert.json")
 
 
 def new_run_dir(workflow: str, out: str | Path | None = None, root: str | Path = "runs", *,

@@ -3,11 +3,21 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from defectlab import Box, DataError, Sample, image_files
-from defectlab_plugins.datasets.layouts import LayoutDataset, existing, relative, split_of, yolo_yaml
+from defectlab import Box, DataError, DefectDataset, Sample, image_files
+from defectlab_plugins.datasets.layouts import (
+    NORMALISED_TOLERANCE,
+    LayoutDataset,
+    box_from_corners,
+    existing,
+    relative,
+    split_of,
+    yolo_yaml,
+)
+from defectlab_plugins.datasets.writing import place_images, write_lines
 
 log = logging.getLogger("defectlab.data.datasets")
 
@@ -61,6 +71,33 @@ class Yolo(LayoutDataset):
         self.classes = list(names)
         self.samples = [Sample(key=relative(image, base), path=str(image), boxes=boxes, split=split)
                         for image, split, boxes in entries]
+
+    @classmethod
+    def write(cls, dataset: DefectDataset, folder: str | Path, indices: Sequence[int] | None = None) -> Path:
+        """Write FOLDER/images/<split>/, a labels/<split>/<stem>.txt per image (empty: no defect) and a
+        data.yaml that ultralytics reads (absolute ``path``, the splits there are, ``names``).
+
+        data.yaml needs every image in a split; when some have none, they go into images/ itself and
+        the classes into classes.txt instead, which this reader reads back with the splits as they were.
+        """
+        import yaml
+
+        root = Path(folder).absolute()
+        placed = place_images(dataset, indices, lambda split: root / "images" / (split or ""))
+        for item in placed:
+            labels = root / "labels" / item.file.parent.relative_to(root / "images") / f"{item.file.stem}.txt"
+            write_lines(labels, (f"{b.label} {b.x_center:.6f} {b.y_center:.6f} {b.width:.6f} {b.height:.6f}"
+                                 for b in item.sample.boxes or ()))
+        splits = [s for s in ("train", "val", "test") if any(p.sample.split == s for p in placed)]
+        if placed and all(p.sample.split in splits for p in placed):
+            content = {"path": str(root), **{s: f"images/{s}" for s in splits}, "nc": len(dataset.classes),
+                       "names": dict(enumerate(dataset.classes))}
+            write_lines(root / "data.yaml", [yaml.safe_dump(content, sort_keys=False, allow_unicode=True).rstrip()])
+        else:
+            log.warning("note: some images have no split, so %s gets classes.txt instead of a data.yaml "
+                        "(ultralytics needs one, with train and val)", root)
+            write_lines(root / "classes.txt", dataset.classes)
+        return root
 
 
 def _read_data_yaml(config: Path) -> tuple[Path, list[str] | None, list[tuple[str | None, Path]]]:
@@ -174,4 +211,13 @@ def _parse_box(fields: list[str], num_classes: int | None, where: str) -> Box:
         width, height = max(xs) - min(xs), max(ys) - min(ys)
     if width <= 0 or height <= 0:
         raise DataError(f"{where}: a box needs a width and height > 0, got '{' '.join(fields[1:])}'")
-    return Box(int(label), x_center, y_center, width, height)
+    return normalised_box(int(label), x_center, y_center, width, height, where)
+
+
+def normalised_box(label: int, x_center: float, y_center: float, width: float, height: float, where: str) -> Box:
+    """A Box from normalised centre and size, checked to lie within the image (x_center ± width / 2 within 0..1,
+    give or take NORMALISED_TOLERANCE, then clipped)."""
+    corners = (x_center - width / 2, y_center - height / 2, x_center + width / 2, y_center + height / 2)
+    if all(-1e-9 <= v <= 1 + 1e-9 for v in corners):
+        return Box(label, x_center, y_center, width, height)  # as written, not recomputed from the corners
+    return box_from_corners(label, corners, (1, 1), where, NORMALISED_TOLERANCE)

@@ -1,0 +1,215 @@
+"""COCO detection annotations: JSON files of images, annotations (bbox [x, y, w, h] in pixels) and categories."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from defectlab import DataError, DefectDataset, Sample, UnreadableImageError, atomic_write, open_image
+from defectlab_plugins.datasets.layouts import (
+    LayoutDataset,
+    box_corners,
+    box_from_corners,
+    coco_files,
+    existing,
+    existing_folder,
+    relative,
+    split_in_name,
+)
+from defectlab_plugins.datasets.writing import place_images
+
+log = logging.getLogger("defectlab.data.datasets")
+
+ROBOFLOW_NAME = "_annotations.coco.json"
+
+
+class Coco(LayoutDataset):
+    """COCO detection annotations: JSON files of images, annotations with bbox [x, y, w, h], categories.
+
+    ROOT is one annotation file or a folder of them: annotations/instances*.json (COCO's own
+    layout; else annotations/*.json), the _annotations.coco.json of the folder or of each split
+    subfolder, else any *.json in it. A file's split is the one its name spells
+    (instances_val2017.json: val; instances.json: none) or, for _annotations.coco.json, its
+    folder's (valid/: val). Classes are the categories in order of id; every file must have the
+    same ones. Boxes are in pixels ([x, y, width, height] from the top-left corner). An image with
+    no annotation has no defect, and ``iscrowd`` annotations (crowd regions, not single objects)
+    are skipped with a note. Each image's ``file_name`` is relative to ``images`` if given, else
+    to the first of these that holds the file's first image: the JSON's folder, its images/, its
+    parent, the parent's images/, each also with a subfolder named like the JSON or its split
+    (train2017/, images/train/).
+
+    Args:
+        root: An annotation JSON, or a folder of them.
+        images: The folder that images' ``file_name`` is relative to (default: searched as above).
+    """
+
+    name = "coco"
+    task = "detect"
+
+    def __init__(self, root: str, images: str | None = None) -> None:
+        super().__init__()
+        given = existing(root, "COCO dataset")
+        files = [given] if given.is_file() else coco_files(given, loose=True)
+        if not files:
+            raise DataError(f"'{root}' holds no COCO annotation file (annotations/instances*.json, "
+                            f"_annotations.coco.json or *.json); give the JSON file itself")
+        base = given.parent if given.is_file() else given
+        image_root = None if images is None else existing_folder(images, "image folder")
+        self.root = str(given)
+        first: tuple[Path, list[tuple[int, str]]] | None = None
+        seen: set[str] = set()
+        for path in files:
+            data = _read_json(path)
+            categories = _categories(data, path)
+            if first is None:
+                first = (path, categories)
+                self.classes = [name for _, name in categories]
+            elif categories != first[1]:
+                raise DataError(f"'{path}' has other categories than '{first[0]}' ({_shown(categories)} against "
+                                f"{_shown(first[1])}); every annotation file of a dataset needs the same ones")
+            split = split_in_name(path.stem) or (split_in_name(path.parent.name) if path.name == ROBOFLOW_NAME
+                                                 else None)
+            for sample in _samples(data, path, {cid: i for i, (cid, _) in enumerate(categories)}, split,
+                                   image_root, base):
+                if sample.path in seen:
+                    log.warning("%s is listed in more than one annotation file; keeping it in the first", sample.path)
+                    continue
+                seen.add(str(sample.path))
+                self.samples.append(sample)
+
+    @classmethod
+    def write(cls, dataset: DefectDataset, folder: str | Path, indices: Sequence[int] | None = None) -> Path:
+        """Write FOLDER/annotations/instances_<split>.json (instances.json for samples without a split)
+        with the images in FOLDER/images/<split>/; category ids are 1, 2, ... in the order of ``classes``."""
+        root = Path(folder)
+        placed = place_images(dataset, indices, lambda split: root / "images" / (split or ""))
+        categories = [{"id": i + 1, "name": name, "supercategory": "defect"} for i, name in enumerate(dataset.classes)]
+        for split in dict.fromkeys(p.sample.split for p in placed):
+            images, annotations = [], []
+            for item in (p for p in placed if p.sample.split == split):
+                image_id = len(images) + 1
+                images.append({"id": image_id, "file_name": item.file.name, "width": item.width, "height": item.height})
+                for box in item.sample.boxes or ():
+                    x1, y1, x2, y2 = box_corners(box, (item.width, item.height))
+                    annotations.append({"id": len(annotations) + 1, "image_id": image_id, "category_id": box.label + 1,
+                                        "bbox": [round(x1, 2), round(y1, 2), round(x2 - x1, 2), round(y2 - y1, 2)],
+                                        "area": round((x2 - x1) * (y2 - y1), 2), "iscrowd": 0})
+            content = {"info": {"description": f"converted by defectlab from {dataset.root}"},
+                       "images": images, "annotations": annotations, "categories": categories}
+            with atomic_write(root / "annotations" / (f"instances_{split}.json" if split else "instances.json")) as tmp:
+                tmp.write_text(json.dumps(content, indent=1), encoding="utf-8")
+        return root
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{path}, line {exc.lineno}: not valid JSON ({exc.msg} at column {exc.colno})") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"cannot read '{path}': {exc}") from exc
+    missing = [key for key in ("images", "annotations", "categories")
+               if not isinstance(data, dict) or not isinstance(data.get(key), list)]
+    if missing:
+        raise DataError(f"'{path}' is not a COCO annotation file: it has no {', '.join(repr(k) for k in missing)} "
+                        f"list (COCO needs images, annotations and categories)")
+    return data
+
+
+def _categories(data: dict[str, Any], path: Path) -> list[tuple[int, str]]:
+    """(id, name) of every category, in order of id."""
+    found = {}
+    for number, category in enumerate(data["categories"], start=1):
+        if not isinstance(category, dict) or not isinstance(category.get("id"), int) or "name" not in category:
+            raise DataError(f"{path}, category {number}: needs an integer 'id' and a 'name', got {category!r}")
+        if category["id"] in found:
+            raise DataError(f"{path}, category {number}: id {category['id']} is used twice")
+        found[category["id"]] = str(category["name"])
+    if not found:
+        raise DataError(f"'{path}' lists no categories; COCO needs one per class")
+    return sorted(found.items())
+
+
+def _shown(categories: list[tuple[int, str]]) -> str:
+    return ", ".join(f"{cid}: {name}" for cid, name in categories)
+
+
+def _samples(data: dict[str, Any], path: Path, label_of: dict[int, int], split: str | None,
+             image_root: Path | None, base: Path) -> list[Sample]:
+    """The samples of one annotation file, every box checked against its image."""
+    entries: dict[Any, dict[str, Any]] = {}
+    for number, image in enumerate(data["images"], start=1):
+        if not isinstance(image, dict) or "id" not in image or not image.get("file_name"):
+            raise DataError(f"{path}, image {number}: needs an 'id' and a 'file_name', got {image!r}")
+        if image["id"] in entries:
+            raise DataError(f"{path}, image {number}: id {image['id']!r} is used twice")
+        entries[image["id"]] = image
+    if not entries:
+        return []
+    folder = _image_folder(path, str(next(iter(entries.values()))["file_name"]), split, image_root)
+    files, sizes, boxes = {}, {}, {image_id: [] for image_id in entries}
+    for image_id, image in entries.items():
+        files[image_id] = folder / str(image["file_name"])
+        if not files[image_id].is_file():
+            raise DataError(f"{path}, image {image_id!r}: '{image['file_name']}' not found in '{folder}'; "
+                            f"pass images=FOLDER to say where the images are")
+    crowd = 0
+    for number, annotation in enumerate(data["annotations"], start=1):
+        if not isinstance(annotation, dict):
+            raise DataError(f"{path}, annotation #{number}: expected an object with image_id, category_id and bbox, "
+                            f"got {annotation!r}")
+        where = f"{path}, annotation {annotation.get('id', f'#{number}')}"
+        image_id = annotation.get("image_id")
+        if not isinstance(image_id, (int, str)) or image_id not in entries:
+            raise DataError(f"{where}: image_id {image_id!r} is not among the images")
+        where += f" (image '{entries[image_id]['file_name']}')"
+        if annotation.get("iscrowd"):
+            crowd += 1
+            continue
+        if annotation.get("category_id") not in label_of:
+            raise DataError(f"{where}: category_id {annotation.get('category_id')!r} is not one of the categories "
+                            f"({', '.join(str(c) for c in label_of)})")
+        bbox = annotation.get("bbox")
+        if not (isinstance(bbox, list) and len(bbox) == 4 and all(isinstance(v, (int, float)) for v in bbox)):
+            raise DataError(f"{where}: bbox must be [x, y, width, height] in pixels, got {bbox!r}")
+        if image_id not in sizes:
+            sizes[image_id] = _size(entries[image_id], files[image_id], path)
+        x, y, width, height = (float(v) for v in bbox)
+        boxes[image_id].append(box_from_corners(label_of[annotation["category_id"]], (x, y, x + width, y + height),
+                                                sizes[image_id], where))
+    if crowd:
+        log.warning("note: %s: skipped %d iscrowd annotation(s) (crowd regions, not single defects)", path, crowd)
+    return [Sample(key=relative(files[i], base), path=str(files[i]), boxes=tuple(boxes[i]), split=split,
+                   meta={"image_id": i}) for i in entries]
+
+
+def _image_folder(path: Path, first_file: str, split: str | None, image_root: Path | None) -> Path:
+    """The folder the images' file_name is relative to: the first candidate that holds the first image."""
+    if image_root is not None:
+        bases, subfolders = [image_root], [""]
+    else:
+        stem = path.stem.split("_", 1)[1] if path.stem.startswith("instances_") else path.stem
+        bases = list(dict.fromkeys([path.parent, path.parent / "images", path.parent.parent,
+                                    path.parent.parent / "images"]))
+        subfolders = list(dict.fromkeys(["", stem, split or ""]))
+    candidates = list(dict.fromkeys(b / s if s else b for b in bases for s in subfolders))
+    found = next((c for c in candidates if (c / first_file).is_file()), None)
+    if found is None:
+        raise DataError(f"{path}: the first image, '{first_file}', is in none of "
+                        f"{', '.join(str(c) for c in candidates)}; pass images=FOLDER to say where the images are")
+    return found
+
+
+def _size(image: dict[str, Any], file: Path, path: Path) -> tuple[int, int]:
+    """(width, height) of an image entry, read from the file's header when the entry has none."""
+    width, height = image.get("width"), image.get("height")
+    if isinstance(width, (int, float)) and isinstance(height, (int, float)) and width > 0 and height > 0:
+        return width, height
+    try:
+        with open_image(file) as opened:
+            return opened.size
+    except UnreadableImageError as exc:
+        raise DataError(f"{path}, image {image['id']!r}: no width and height, and {exc}") from exc

@@ -1,0 +1,232 @@
+"""The Pascal VOC detection layout: Annotations/*.xml, JPEGImages/ and ImageSets/Main/<split>.txt."""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from defectlab import (
+    IMAGE_SUFFIXES,
+    DataError,
+    DefectDataset,
+    Sample,
+    UnreadableImageError,
+    atomic_write,
+    natural_key,
+    open_image,
+)
+from defectlab_plugins.datasets.layouts import LayoutDataset, box_corners, box_from_corners, existing_folder, relative
+from defectlab_plugins.datasets.writing import place_images, write_lines
+
+SPLIT_FILES = {"train": ("train", "trainval"), "val": ("val",), "test": ("test",)}  # trainval only without train
+
+
+class Voc(LayoutDataset):
+    """Pascal VOC detection layout: Annotations/*.xml with an <object> per box, JPEGImages/, ImageSets/Main/.
+
+    Each Annotations/<id>.xml names its image (<filename>, in JPEGImages/; else the image of the
+    same id) and its <size>, and holds an <object> per box: its class <name> and a <bndbox> of
+    xmin, ymin, xmax, ymax in 1-based pixel coordinates as VOC writes them (pixel xmin to pixel
+    xmax inclusive, so the box spans xmin - 1 to xmax). An annotation without objects is an
+    image without defects; <difficult> objects are kept. ImageSets/Main/train.txt, val.txt and
+    test.txt (trainval.txt when there is no train.txt) give the split of the ids they list;
+    an id in none of them has no split. VOC has no list of classes: they come from ``classes``,
+    else from a classes.txt beside Annotations/ (one name a line, as the writer leaves it), else
+    they are the names found, in natural order.
+
+    Args:
+        root: The folder holding Annotations/ and JPEGImages/ (e.g. VOCdevkit/VOC2007).
+        classes: Class names in index order; an object of another class is an error.
+    """
+
+    name = "voc"
+    task = "detect"
+
+    def __init__(self, root: str, classes: list[str] | None = None) -> None:
+        super().__init__()
+        folder = existing_folder(root, "VOC dataset")
+        annotations, images = folder / "Annotations", folder / "JPEGImages"
+        for needed in (annotations, images):
+            if not needed.is_dir():
+                raise DataError(f"'{root}' has no {needed.name}/ folder; a VOC dataset needs Annotations/ and "
+                                f"JPEGImages/")
+        self.root = str(folder)
+        splits = _split_lists(folder / "ImageSets" / "Main", annotations)
+        parsed = [_read_annotation(path, images) for path in
+                  sorted(annotations.glob("*.xml"), key=lambda p: natural_key(p.name))]
+        listed = folder / "classes.txt"
+        if classes is None and listed.is_file():
+            classes = [line.strip() for line in listed.read_text(encoding="utf-8").splitlines() if line.strip()]
+        found = sorted({obj.name for record in parsed for obj in record.objects}, key=natural_key)
+        self.classes = list(found if classes is None else classes)
+        label_of = {name: i for i, name in enumerate(self.classes)}
+        for record in parsed:
+            boxes = []
+            for obj in record.objects:
+                if obj.name not in label_of:
+                    raise DataError(f"{record.xml}, line {obj.name_line}: class '{obj.name}' is not one of the classes "
+                                    f"({', '.join(self.classes)})")
+                xmin, ymin, xmax, ymax = obj.bounds
+                boxes.append(box_from_corners(label_of[obj.name], (xmin - 1, ymin - 1, xmax, ymax), record.size,
+                                              f"{record.xml}, line {obj.box_line}"))
+            self.samples.append(Sample(key=relative(record.image, folder), path=str(record.image), boxes=tuple(boxes),
+                                       split=splits.get(record.xml.stem), meta={"id": record.xml.stem}))
+
+    @classmethod
+    def write(cls, dataset: DefectDataset, folder: str | Path, indices: Sequence[int] | None = None) -> Path:
+        """Write FOLDER/JPEGImages/, an Annotations/<id>.xml per image, ImageSets/Main/<split>.txt and the
+        class order as classes.txt (VOC itself has no list of classes)."""
+        root = Path(folder)
+        placed = place_images(dataset, indices, lambda split: root / "JPEGImages")
+        for item in placed:
+            annotation = ET.Element("annotation")
+            _add(annotation, folder="JPEGImages", filename=item.file.name)
+            _add(ET.SubElement(annotation, "size"), width=item.width, height=item.height, depth=item.channels)
+            _add(annotation, segmented=0)
+            for box in item.sample.boxes or ():
+                x1, y1, x2, y2 = box_corners(box, (item.width, item.height))
+                xmin, ymin = min(max(round(x1) + 1, 1), item.width), min(max(round(y1) + 1, 1), item.height)
+                obj = ET.SubElement(annotation, "object")
+                _add(obj, name=dataset.classes[box.label], pose="Unspecified", truncated=0, difficult=0)
+                _add(ET.SubElement(obj, "bndbox"), xmin=xmin, ymin=ymin, xmax=max(min(round(x2), item.width), xmin),
+                     ymax=max(min(round(y2), item.height), ymin))
+            ET.indent(annotation)
+            with atomic_write(root / "Annotations" / f"{item.file.stem}.xml") as temporary:
+                ET.ElementTree(annotation).write(temporary, encoding="utf-8", xml_declaration=False)
+        for split in ("train", "val", "test"):
+            ids = [item.file.stem for item in placed if item.sample.split == split]
+            if ids:
+                write_lines(root / "ImageSets" / "Main" / f"{split}.txt", ids)
+        write_lines(root / "classes.txt", dataset.classes)
+        return root
+
+
+def _add(parent: ET.Element, **children: object) -> None:
+    for tag, text in children.items():
+        ET.SubElement(parent, tag).text = str(text)
+
+
+@dataclass
+class Node:
+    """An XML element with the line it starts on, so that errors can name the line."""
+
+    tag: str
+    line: int
+    text: str = ""
+    children: list[Node] = field(default_factory=list)
+
+    def find(self, tag: str) -> Node | None:
+        return next((c for c in self.children if c.tag == tag), None)
+
+    def value(self, tag: str) -> str | None:
+        child = self.find(tag)
+        return None if child is None else child.text.strip()
+
+
+def parse_xml(path: Path) -> Node:
+    """The element tree of an XML file, each element with its line; a DataError naming the line if malformed."""
+    import xml.parsers.expat
+
+    parser = xml.parsers.expat.ParserCreate()
+    stack: list[Node] = []
+    roots: list[Node] = []
+
+    def start(tag: str, attributes: dict[str, str]) -> None:
+        node = Node(tag, parser.CurrentLineNumber)
+        (stack[-1].children if stack else roots).append(node)
+        stack.append(node)
+
+    def text(data: str) -> None:
+        if stack:
+            stack[-1].text += data
+
+    parser.StartElementHandler = start
+    parser.EndElementHandler = lambda tag: stack.pop()
+    parser.CharacterDataHandler = text
+    try:
+        with open(path, "rb") as handle:
+            parser.ParseFile(handle)
+    except xml.parsers.expat.ExpatError as exc:
+        raise DataError(f"{path}, line {exc.lineno}: not valid XML ({xml.parsers.expat.ErrorString(exc.code)})") from exc
+    except OSError as exc:
+        raise DataError(f"cannot read '{path}': {exc.strerror or exc}") from exc
+    return roots[0]
+
+
+@dataclass
+class VocObject:
+    name: str
+    bounds: tuple[float, float, float, float]
+    name_line: int
+    box_line: int
+
+
+@dataclass
+class VocRecord:
+    xml: Path
+    image: Path
+    size: tuple[float, float]
+    objects: list[VocObject]
+
+
+def _read_annotation(path: Path, images: Path) -> VocRecord:
+    """One annotation file: its image, the image's size, and its objects."""
+    root = parse_xml(path)
+    if root.tag != "annotation":
+        raise DataError(f"{path}, line {root.line}: expected an <annotation> element, got <{root.tag}>")
+    name = root.value("filename")
+    image = images / name if name else None
+    if image is None or not image.is_file():
+        image = next((images / f"{path.stem}{s}" for s in IMAGE_SUFFIXES if (images / f"{path.stem}{s}").is_file()),
+                     None)
+    if image is None:
+        line = (root.find("filename") or root).line
+        raise DataError(f"{path}, line {line}: image '{name or path.stem}' not found in '{images}'")
+    objects = []
+    for node in (c for c in root.children if c.tag == "object"):
+        box = node.find("bndbox")
+        label = node.value("name")
+        try:
+            bounds = tuple(float(box.value(k)) for k in ("xmin", "ymin", "xmax", "ymax"))  # type: ignore[arg-type,union-attr]
+        except (AttributeError, TypeError, ValueError):
+            bounds = None
+        if not label or bounds is None:
+            raise DataError(f"{path}, line {node.line}: an <object> needs a <name> and a <bndbox> with numbers "
+                            f"xmin, ymin, xmax and ymax")
+        objects.append(VocObject(label, bounds, node.find("name").line, box.line))  # type: ignore[arg-type,union-attr]
+    return VocRecord(path, image, _size(root, path, image), objects)
+
+
+def _size(root: Node, path: Path, image: Path) -> tuple[float, float]:
+    """The <size> width and height, else the image file's own."""
+    size = root.find("size")
+    try:
+        width, height = float(size.value("width")), float(size.value("height"))  # type: ignore[arg-type,union-attr]
+        if width > 0 and height > 0:
+            return width, height
+    except (AttributeError, TypeError, ValueError):
+        pass
+    try:
+        with open_image(image) as opened:
+            return opened.size
+    except UnreadableImageError as exc:
+        raise DataError(f"{path}: no <size> with a width and height, and {exc}") from exc
+
+
+def _split_lists(folder: Path, annotations: Path) -> dict[str, str]:
+    """Split of each id listed in ImageSets/Main/{train,val,test}.txt; an id without an annotation is an error."""
+    splits: dict[str, str] = {}
+    for split, names in SPLIT_FILES.items():
+        listing = next((folder / f"{n}.txt" for n in names if (folder / f"{n}.txt").is_file()), None)
+        if listing is None:
+            continue
+        for number, line in enumerate(listing.read_text(encoding="utf-8").splitlines(), start=1):
+            words = line.split()
+            if words and not (annotations / f"{words[0]}.xml").is_file():
+                raise DataError(f"{listing}, line {number}: '{words[0]}' has no annotation "
+                                f"{annotations / words[0]}.xml; remove the line or add the file")
+            if words:
+                splits.setdefault(words[0], split)
+    return splits
