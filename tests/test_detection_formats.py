@@ -392,3 +392,22 @@ def test_detection_subset_reads_back_with_its_boxes(yolo_dataset, tmp_path):
     batch = next(iter(data.loader("val")))
     assert batch["target"][0]["labels"].tolist() == [0]
     assert batch["target"][0]["boxes"].tolist() == [pytest.approx([0.0, 0.0, 6.4, 6.4])]  # 0..0.2 of 32 px
+
+
+def test_screen_saves_the_images_of_a_generated_detection_source(tmp_path):
+    target = {"name": "synthetic_defects", "count": 6, "size": 64, "classes": ["scratches", "patches"], "seed": 1}
+    source = {"name": "synthetic_defects", "count": 8, "size": 64, "seed": 2}
+    distance = {"name": "emd", "k": 2, "pixels_per_image": 64, "cache": False}
+    result = dl.screen(target, [source], distance=distance)
+    written = result.save(tmp_path / "screen")
+    subset = open_dataset(str(written["subset"]))
+    generated = open_dataset(source)
+    kept = {s.key: s for s in generated.samples if not s.boxes or {generated.classes[b.label] for b in s.boxes} &
+            {"scratches", "patches"}}
+    assert subset.task == "detect" and subset.classes == ["patches", "scratches"] and len(subset) == len(kept)
+    for index, sample in enumerate(subset.samples):
+        original = kept[sample.meta["key"]]
+        assert Path(sample.path).parent == tmp_path / "screen" / "subset-images"
+        assert np.array_equal(subset.load_image(index), generated.load_image(generated.samples.index(original)))
+        assert [subset.classes[b.label] for b in sample.boxes] == [
+            generated.classes[b.label] for b in original.boxes if generated.classes[b.label] in subset.classes]

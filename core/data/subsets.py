@@ -91,6 +91,31 @@ def balancing_plan(rows: Sequence[SubsetRow], balance: Balance, target_counts: d
     return [SubsetRow(r.key, r.path, r.label, r.split, r.boxes, n) for r, n in zip(rows, repeats)]
 
 
+def with_image_files(rows: Sequence[SubsetRow], source: DefectDataset, folder: str | os.PathLike[str]
+                     ) -> list[SubsetRow]:
+    """``rows`` with every image that exists only as pixels (a generated dataset, no ``path``) saved as
+    FOLDER/<key>.png, so that the subset CSV names a file for each row; unreadable images are left out."""
+    from PIL import Image
+
+    from defectlab.data.datasets import UnreadableImageError
+
+    index_of = {sample.key: index for index, sample in enumerate(source.samples)}
+    kept = []
+    for row in rows:
+        if row.path is None and row.key in index_of:
+            target = Path(folder) / f"{row.key}.png"
+            try:
+                pixels = source.load_image(index_of[row.key])
+            except UnreadableImageError as exc:
+                source.note_unreadable(index_of[row.key], exc)
+                continue
+            with atomic_write(target) as temporary:
+                Image.fromarray(pixels).save(temporary, format="PNG")
+            row = SubsetRow(row.key, str(target), row.label, row.split, row.boxes, row.repeat)
+        kept.append(row)
+    return kept
+
+
 def write_subset_csv(rows: Sequence[SubsetRow], path: str | os.PathLike[str]) -> Path:
     """Write the subset as a CSV index; images inside the CSV's folder get relative paths."""
     path = Path(path)

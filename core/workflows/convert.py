@@ -57,8 +57,8 @@ def convert_dataset(dataset: Any, to: str, out: str | Path, *, overwrite: bool =
     write_json(folder / RECORD, record)
     write(view, folder, indices)
     written = [i for i in indices if view.samples[i].key not in view.unreadable]
-    images = Counter(str(view.samples[i].split) for i in written)
-    boxes = Counter(str(view.samples[i].split) for i in written for _ in view.samples[i].boxes or ())
+    images = Counter(view.samples[i].split or "none" for i in written)
+    boxes = Counter(view.samples[i].split or "none" for i in written for _ in view.samples[i].boxes or ())
     record.update(status="done", classes=list(view.classes), images=len(written),
                   boxes=sum(boxes.values()), splits={s: {"images": n, "boxes": boxes[s]} for s, n in images.items()},
                   unreadable=dict(view.unreadable))

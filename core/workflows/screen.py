@@ -19,6 +19,7 @@ from defectlab.data.subsets import (
     Balance,
     balancing_plan,
     source_subset,
+    with_image_files,
     write_subset_csv,
 )
 from defectlab.plugin_system.errors import DataError
@@ -116,6 +117,8 @@ class ScreeningResult:
     def save(self, folder: str | Path, *, balance: Balance = "none", seed: int = 0) -> dict[str, Path]:
         """Write screen.json, the chosen source's subset as a CSV index, and the all-pairs heatmap.
 
+        Images of a generated source (no file) are saved in subset-images/ beside the CSV.
+
         Args:
             balance: re-balancing plan written into the subset CSV: none, uniform or target.
             seed: seed of the balancing plan.
@@ -126,7 +129,8 @@ class ScreeningResult:
         write_text(written["json"], self.to_json())
         if self.best is not None:
             target = self.datasets[self.target]
-            rows = source_subset(self.datasets[self.best.source], target.classes)
+            source = self.datasets[self.best.source]
+            rows = with_image_files(source_subset(source, target.classes), source, folder / "subset-images")
             rows = balancing_plan(rows, balance, dict(zip(target.classes, target.class_counts())), seed)
             written["subset"] = write_subset_csv(rows, folder / "subset.csv")
         if self.pairs:
