@@ -19,6 +19,7 @@ from defectlab.data.datasets import (
     open_image,
     read_image,
 )
+from defectlab.data.drawing import draw_boxes
 from defectlab.data.splits import (
     SPLIT_NAMES,
     canonical_split,
@@ -111,8 +112,7 @@ __all__ = [
     "atomic_write", "pyplot", "save_figure", "format_table", "first_few", "natural_key",
     "image_files", "read_image", "open_image", "open_dataset", "canonical_split", "convert_dataset",
     "WeightReport", "read_state_dict", "load_matching", "resolve_weights", "downloading_weights", "hub_offline",
-    "vision_transformer",
-    "vision_transformer",
+    "vision_transformer", "draw_boxes",
     # data
     "DataModule", "ImageTransform", "stratified_split", "label_fraction_subset", "tile", "untile",
     # screening
