@@ -4,7 +4,7 @@ PYTHON ?= python3
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.defectlab-installed
 export HF_HUB_OFFLINE := 1
-export YOLO_OFFLINE := 1
+export YOLO_OFFLINE := true
 export MPLBACKEND := Agg
 
 # CI runs the slow tests too.
@@ -17,7 +17,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check torch==2.14.1 torchvision==0.29.1
-	$(PY) -m pip install -q --disable-pip-version-check -e ".[dev]"
+	$(PY) -m pip install -q --disable-pip-version-check -e ".[dev,yolo]"
 	touch $(STAMP)
 
 test: $(STAMP)

@@ -75,7 +75,19 @@ class Backbone(Protocol):
     want embeddings get them (logits then come from ``head``); ``head``: ``--init-from`` loads
     every tensor outside ``head.``, ``--linear-probe`` trains only the head, through
     ``freeze("all_but_head") -> list[str]`` when the model has it; ``encoder`` (without
-    ``head``): the part that ``--init-from`` loads and ``--linear-probe`` freezes.
+    ``head``): the part that ``--init-from`` loads and ``--linear-probe`` freezes;
+    ``backbone_prefixes``: a tuple of state-dict name prefixes that are the backbone (for a
+    network without ``head`` or ``encoder``; yolov5's ``model.model.0.`` to ``model.model.9.``),
+    what ``--init-from`` loads and ``--linear-probe`` freezes.
+
+    ``train_externally(folder, data, settings, resolved, resume, describe) -> Run`` (optional):
+    a network trained by its own engine (yolov5: ultralytics' trainer). ``train`` calls it
+    instead of defectlab's engine, once config.json and splits.csv are in ``folder``, with the
+    DataModule, the TrainSettings, the resolved config, whether to resume, and ``describe``
+    (what every checkpoint carries besides ``model``: model_spec, task, classes, transform). It
+    writes metrics.jsonl, last.pt/best.pt, run.json and the final evaluation as the engine does,
+    honours ``settings.init_from`` and ``resume``, and returns the run; ``train`` then writes
+    report.html.
     """
 
     def forward(self, x: Tensor) -> Tensor: ...

@@ -2,7 +2,8 @@
 
 SPEC 000 §8: train on a source, then carry the backbone's weights only to the target model and
 initialise the rest (the head) at random. A classifier's backbone is every tensor outside its
-``head``; a segmentation model's is its ``encoder``; a model with neither transfers whatever fits.
+``head``; a segmentation model's is its ``encoder``; a model may also name its backbone's
+state-dict prefixes itself (``backbone_prefixes``); a model with none of these transfers whatever fits.
 """
 
 from __future__ import annotations
@@ -28,7 +29,12 @@ def head_prefixes(model: nn.Module) -> tuple[str, ...]:
 
 
 def is_backbone(model: nn.Module, name: str) -> bool:
-    """Whether state-dict entry ``name`` belongs to the model's backbone."""
+    """Whether state-dict entry ``name`` belongs to the model's backbone: one under the model's own
+    ``backbone_prefixes`` when it names them (yolov5: ``model.model.0.`` to ``model.model.9.``), else
+    any entry outside its head."""
+    own = getattr(model, "backbone_prefixes", None)
+    if own is not None:
+        return name.startswith(tuple(own))
     return not name.startswith(head_prefixes(model))
 
 
@@ -56,7 +62,7 @@ def freeze_backbone(model: nn.Module) -> list[str]:
     A model with its own ``freeze`` method (the classifiers) freezes through it, so its frozen
     BatchNorm layers also keep their statistics.
     """
-    if not head_prefixes(model):
+    if not head_prefixes(model) and getattr(model, "backbone_prefixes", None) is None:
         raise DataError(f"linear probing needs a model with a head; {type(model).__name__} has neither 'head' "
                         f"nor 'encoder'")
     if hasattr(model, "freeze") and hasattr(model, "head"):

@@ -328,6 +328,12 @@ def _train_stage(config: Mapping[str, Any], folder: Path, callbacks: Sequence[An
     if not resume and world_from_environment().is_main:  # under torchrun only rank 0 writes
         write_resolved_config(folder, resolved, settings.seed)
         data.save_splits(splits)
+    if hasattr(model, "train_externally"):  # a network with its own engine (yolov5: ultralytics' trainer)
+        from defectlab.runs.report import write_run_report
+
+        run = model.train_externally(folder, data, settings, resolved, resume, checkpoint_description(resolved, data))
+        write_run_report(folder)
+        return run
     if data.task == "pretrain":
         callbacks = [*callbacks, *pretrain_callbacks(model.objective, data, folder, resolved)]
     trainer = Trainer(model, loss, data, folder, evaluators, settings, callbacks,
