@@ -180,6 +180,14 @@ def test_tgfs_trains_and_changes_nothing_at_inference():
         assert set(x) == {"boxes", "scores", "labels"} and all(torch.equal(x[k], y[k]) for k in x)
 
 
+def test_tgfs_losses_stay_finite_for_boxes_thinner_than_the_grid():
+    """A 1-pixel-wide box holds no P3 point: it takes the nearest one, outside it, and must not make a NaN."""
+    model = _model("tgfs").train()
+    targets = [{"boxes": torch.tensor([[124.0, 49.0, 125.0, 59.0], [9.0, 9.0, 13.0, 13.0]]), "labels": torch.tensor([1, 0])}]
+    losses = model(torch.rand(1, 1, 128, 128), targets)
+    assert all(torch.isfinite(value) for value in losses.values())
+
+
 def test_grey_backbone_and_transfer_of_the_backbone_only(tmp_path):
     model = _model("fcos")
     assert model.backbone.body.conv1.in_channels == 1

@@ -129,7 +129,9 @@ class TaskGuidedSelection:
         giou = generalized_box_iou_loss(predicted[positive], gt_boxes[positive], reduction="none")
         encoded = self.box_coder.encode(all_anchors, gt_boxes)[positive]
         left_right, top_bottom = encoded[:, [0, 2]], encoded[:, [1, 3]]
-        centreness = torch.sqrt(left_right.amin(-1) / left_right.amax(-1) * (top_bottom.amin(-1) / top_bottom.amax(-1)))
+        # a fallback point of a box too thin for the grid lies outside it: its centre-ness target is 0, not NaN
+        centreness = torch.sqrt((left_right.amin(-1) / left_right.amax(-1).clamp_min(1e-6)).clamp_min(0)
+                                * (top_bottom.amin(-1) / top_bottom.amax(-1).clamp_min(1e-6)).clamp_min(0))
         ctr = F.binary_cross_entropy_with_logits(ctrness.squeeze(-1)[positive], centreness, reduction="none")
         return {"classification": classification / positives, "bbox_regression": (giou * weight).sum() / positives,
                 "bbox_ctrness": (ctr * weight).sum() / positives}
