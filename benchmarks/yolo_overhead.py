@@ -21,10 +21,14 @@ its process on import when it is unset, defectlab leaves it as the user has it);
 checks that ultralytics' args.yaml of the two runs agree on every training setting. Reported,
 medians over the rounds:
 
-* the whole call, wall seconds (imports excluded, paid before the clock starts);
+* the whole call, wall and CPU seconds of the process (imports excluded, paid before the clock
+  starts); CPU time is what the side itself did, little moved by other processes' load;
 * ultralytics' training loop: the cumulative ``time`` of the last line of its results.csv
   (every epoch with its validation; for defectlab also its callback after each epoch but the
   last);
+* the median epoch, wall and CPU: between two epoch starts of ultralytics' trainer (a callback
+  added to its defaults on both sides), so an epoch with its validation and, for defectlab, its
+  per-epoch files; the last epoch, which ends in the final evaluation, is left out;
 * the ratio ultralytics / defectlab of each (1.0: no overhead; the aim is >= 0.95), and each
   side's final validation mAP@0.5 from its results.csv (they start from different random
   weights, so they agree only roughly).
@@ -54,15 +58,40 @@ EPOCH_SETTINGS = {"optimizer": "AdamW", "lr0": 1e-3, "lrf": 0.01, "cos_lr": True
 NOT_COMPARED = {"data", "model", "pretrained", "project", "name", "save_dir"}
 
 
+class Clock:
+    """Wall and CPU time of this process at each epoch start of ultralytics' trainer (on either side, through
+    its default callbacks, which every trainer copies), and of the whole call."""
+
+    def __init__(self) -> None:
+        from defectlab_plugins.yolov5.environment import ultralytics_module
+
+        callbacks = ultralytics_module("ultralytics.utils.callbacks").default_callbacks
+        self.epochs: list[tuple[float, float]] = []
+        callbacks["on_train_epoch_start"].append(lambda trainer: self.epochs.append(self.now()))
+        self.started = self.now()
+
+    @staticmethod
+    def now() -> tuple[float, float]:
+        return time.perf_counter(), time.process_time()
+
+    def result(self) -> dict:
+        """Whole call (wall, CPU) and the median epoch (wall, CPU): between epoch starts, so each epoch with its
+        validation and, on defectlab's side, its callback; the last epoch (with the final evaluation) left out."""
+        end = self.now()
+        spans = [(b[0] - a[0], b[1] - a[1]) for a, b in zip(self.epochs, self.epochs[1:])]
+        return {"seconds": end[0] - self.started[0], "cpu": end[1] - self.started[1],
+                "epoch": statistics.median(w for w, _ in spans), "epoch_cpu": statistics.median(c for _, c in spans)}
+
+
 def ultralytics_side(data_yaml: Path, out: Path, epochs: int, size: int, batch: int) -> dict:
     import torch  # noqa: F401  (before ultralytics, as defectlab imports them)
     from defectlab_plugins.yolov5.environment import ultralytics_module
 
     YOLO = ultralytics_module("ultralytics").YOLO
-    started = time.perf_counter()
+    clock = Clock()
     YOLO("yolov5n.yaml").train(data=str(data_yaml), epochs=epochs, imgsz=size, batch=batch, project=str(out),
                                name="ultralytics", exist_ok=True, **EPOCH_SETTINGS)
-    return {"seconds": time.perf_counter() - started, "folder": str(out / "ultralytics")}
+    return {**clock.result(), "folder": str(out / "ultralytics")}
 
 
 def defectlab_side(data_yaml: Path, out: Path, epochs: int, size: int, batch: int) -> dict:
@@ -76,10 +105,9 @@ def defectlab_side(data_yaml: Path, out: Path, epochs: int, size: int, batch: in
               "train": {"epochs": epochs, "optimizer": "adamw", "lr": 1e-3, "min_lr": 1e-5, "schedule": "cosine",
                         "weight_decay": 5e-4, "momentum": 0.9, "warmup_epochs": 0, "seed": 0, "deterministic": True,
                         "device": "cpu", "amp": False, "progress": False}}
-    started = time.perf_counter()
+    clock = Clock()
     run = dl.train(config, out=out / "defectlab")
-    return {"seconds": time.perf_counter() - started, "folder": str(run.folder / "ultralytics"),
-            "test_map_50": run.scores.get("map_50")}
+    return {**clock.result(), "folder": str(run.folder / "ultralytics"), "test_map_50": run.scores.get("map_50")}
 
 
 def last_results(folder: Path) -> dict[str, float]:
@@ -144,19 +172,21 @@ def main() -> None:
             last = last_results(folder)
             result.update(loop=last["time"], map_50=last["metrics/mAP50(B)"], args=training_args(folder))
             results[side].append(result)
-            print(f"round {index + 1} {side}: {result['seconds']:.1f} s, loop {result['loop']:.1f} s, "
+            print(f"round {index + 1} {side}: call {result['seconds']:.1f} s (CPU {result['cpu']:.1f} s), loop "
+                  f"{result['loop']:.1f} s, median epoch {result['epoch']:.2f} s (CPU {result['epoch_cpu']:.2f} s), "
                   f"val mAP@0.5 {result['map_50']:.3f}", flush=True)
     differing = {key for a, b in zip(results["ultralytics"], results["defectlab"])
                  for key in set(a["args"]) | set(b["args"]) if a["args"].get(key) != b["args"].get(key)}
-    median = {side: {key: statistics.median(r[key] for r in runs) for key in ("seconds", "loop", "map_50")}
-              for side, runs in results.items()}
-    rows = [{"side": side, "call s": round(m["seconds"], 2), "loop s": round(m["loop"], 2),
-             "val mAP@0.5": round(m["map_50"], 3)} for side, m in median.items()]
+    keys = ("seconds", "cpu", "loop", "epoch", "epoch_cpu", "map_50")
+    median = {side: {key: statistics.median(r[key] for r in runs) for key in keys} for side, runs in results.items()}
+    columns = {"seconds": "call s", "cpu": "call CPU s", "loop": "loop s", "epoch": "epoch s",
+               "epoch_cpu": "epoch CPU s", "map_50": "val mAP@0.5"}
+    rows = [{"side": side, **{columns[k]: round(m[k], 3) for k in keys}} for side, m in median.items()]
     print()
-    print(format_table(["side", "call s", "loop s", "val mAP@0.5"], rows))
-    call = median["ultralytics"]["seconds"] / median["defectlab"]["seconds"]
-    loop = median["ultralytics"]["loop"] / median["defectlab"]["loop"]
-    print(f"\nspeed ratio ultralytics / defectlab: whole call {call:.3f}, training loop {loop:.3f} (aim >= 0.95)")
+    print(format_table(["side", *columns.values()], rows))
+    ratio = {key: median["ultralytics"][key] / median["defectlab"][key] for key in keys[:-1]}
+    print("\nspeed ratio ultralytics / defectlab (aim >= 0.95): " + ", ".join(
+        f"{columns[k].removesuffix(' s')} {v:.3f}" for k, v in ratio.items()))
     print(f"training settings that differ between the two args.yaml: {sorted(differing) or 'none'}")
     print(f"{args.rounds} rounds, {args.epochs} epochs, {args.count} images of {args.size} px, batch {args.batch}, "
           f"OMP_NUM_THREADS={threads()}; "

@@ -331,7 +331,7 @@ def arguments_for(tmp_path, model=None, **settings):
     from defectlab_plugins.yolov5.training import UltralyticsTraining
 
     data = SimpleNamespace(transform=dl.ImageTransform(IMAGE, 3), batch_size=4, workers=0)
-    training = UltralyticsTraining(model or detector(), tmp_path, data, dl.TrainSettings(**settings), {}, {})
+    training = UltralyticsTraining(model or detector(), tmp_path, data, dl.TrainSettings(**settings), {})
     return training._arguments(tmp_path / "data.yaml")
 
 
@@ -443,6 +443,7 @@ def refuse_network(monkeypatch) -> list[str]:
 def test_one_epoch_writes_the_run_directory_offline(squares, tmp_path, monkeypatch):
     import defectlab as dl
 
+    (squares / "images" / "train" / "broken.png").write_bytes(b"not an image")  # left out, named in run.json
     tried = refuse_network(monkeypatch)
     run = dl.train(config(squares), out=tmp_path / "run")
     folder = run.folder
@@ -453,6 +454,7 @@ def test_one_epoch_writes_the_run_directory_offline(squares, tmp_path, monkeypat
         assert (folder / name).is_file(), name
     status = run.status
     assert status["status"] == "finished" and status["epochs_done"] == 1
+    assert status["skipped_images"] == ["images/train/broken.png"]
     assert status["best"]["monitor"] == "val/map_50"
     assert status["evaluation"]["split"] == "test"
     assert {"map_50", "map"} <= set(status["evaluation"]["scores"])
@@ -467,6 +469,7 @@ def test_one_epoch_writes_the_run_directory_offline(squares, tmp_path, monkeypat
 
     images = sorted((folder / "yolo-data" / "images").glob("*/*.png"))
     assert len(images) == 16 and all(Image.open(p).size == (IMAGE, IMAGE) for p in images)
+    assert (folder / "yolo-data" / "images" / "train" / "0.png").samefile(squares / "images" / "train" / "0.png")
     # best.pt rebuilds the model for evaluate and predict
     trained = dl.load_trained(folder)
     assert trained.task == "detect" and trained.classes == ["dark", "bright"]

@@ -141,10 +141,11 @@ class YOLOv5(nn.Module):
 
     def train_externally(self, folder: Path, data: Any, settings: Any, resolved: Mapping[str, Any], resume: bool,
                          describe: Mapping[str, Any]) -> Any:
-        """Train with ultralytics' own trainer into defectlab's run directory ``folder`` (see training.py)."""
+        """Train with ultralytics' own trainer into defectlab's run directory ``folder`` (see training.py); the
+        resolved config is in ``folder``/config.json already and needs nothing more here."""
         from defectlab_plugins.yolov5.training import UltralyticsTraining
 
-        return UltralyticsTraining(self, folder, data, settings, resolved, describe).fit(resume)
+        return UltralyticsTraining(self, folder, data, settings, describe).fit(resume)
 
 
 def ultralytics_batch(x: torch.Tensor, targets: Sequence[Mapping[str, torch.Tensor]]) -> dict[str, torch.Tensor]:

@@ -14,6 +14,7 @@ test split with the run's evaluators. ultralytics' own run is kept beside, in ``
 from __future__ import annotations
 
 import csv
+import io
 import json
 import logging
 import math
@@ -148,6 +149,11 @@ def _write_text(path: Path, text: str) -> None:
         temporary.write_text(text, encoding="utf-8")
 
 
+def _write_bytes(path: Path, data: bytes) -> None:
+    with atomic_write(path) as temporary:
+        temporary.write_bytes(data)
+
+
 def _save(path: Path, state: dict[str, Any]) -> None:
     with atomic_write(path) as temporary:
         torch.save(state, temporary)
@@ -156,10 +162,10 @@ def _save(path: Path, state: dict[str, Any]) -> None:
 class UltralyticsTraining:
     """One training of a :class:`YOLOv5` by ultralytics into ``folder`` (see the module docstring)."""
 
-    def __init__(self, detector: YOLOv5, folder: Path, data: Any, settings: Any, resolved: Mapping[str, Any],
-                 describe: Mapping[str, Any]) -> None:
+    def __init__(self, detector: YOLOv5, folder: Path, data: Any, settings: Any, describe: Mapping[str, Any]) -> None:
         self.detector, self.folder, self.data, self.settings = detector, Path(folder), data, settings
-        self.resolved, self.describe = resolved, dict(describe)
+        self.describe = dict(describe)
+        self.skipped: list[str] = []  # images that could not be read, so ultralytics never saw them
         self.engine = self.folder / ENGINE_FOLDER
         self.best: dict[str, Any] = {"epoch": None, "value": None, "monitor": settings.monitor}
         self.bad_evaluations = 0
@@ -202,6 +208,7 @@ class UltralyticsTraining:
 
     def _start_arguments(self) -> dict[str, Any]:
         """Transfer, the data as a YOLO layout, the starting network as a file: ultralytics' train() arguments."""
+        arguments = self._arguments(self.folder / DATA_FOLDER / "data.yaml")  # checked before any work
         if self.settings.init_from:
             report = transfer_backbone(self.detector, self.settings.init_from)
             self.transfer_report = report.to_dict()
@@ -211,7 +218,9 @@ class UltralyticsTraining:
         start = self.engine / START_FILE
         self.engine.mkdir(parents=True, exist_ok=True)
         _save(start, self.detector.ultralytics_checkpoint())
-        return {**self._arguments(write_yolo_data(self.data, self.folder / DATA_FOLDER)), "model": str(start)}
+        write_yolo_data(self.data, self.folder / DATA_FOLDER)
+        self.skipped = unreadable_images(self.folder / DATA_FOLDER)
+        return {**arguments, "model": str(start)}
 
     def _resume_arguments(self) -> dict[str, Any]:
         """Continue ultralytics' last.pt; defectlab's last.pt gives back best, patience and the transfer report."""
@@ -230,6 +239,7 @@ class UltralyticsTraining:
         self.best, self.bad_evaluations = state["best"], state["bad_evaluations"]
         self.epochs_done, self.transfer_report = state["epoch"], state.get("transfer_report")
         self.detector.load_state_dict(state["model"])
+        self.skipped = unreadable_images(self.folder / DATA_FOLDER)
         arguments = self._arguments(self.folder / DATA_FOLDER / "data.yaml")
         return {**arguments, "model": str(last), "resume": str(last)}
 
@@ -300,10 +310,11 @@ class UltralyticsTraining:
         with (self.folder / "metrics.jsonl").open("a") as handle:
             handle.write(json.dumps(record) + "\n")
         self.epochs_done = epoch
-        state = self._checkpoint(trainer)
-        _save(self.folder / "last.pt", state)
+        buffer = io.BytesIO()  # serialised once for last.pt and best.pt
+        torch.save(self._checkpoint(trainer), buffer)
+        _write_bytes(self.folder / "last.pt", buffer.getvalue())
         if improved:
-            _save(self.folder / "best.pt", state)
+            _write_bytes(self.folder / "best.pt", buffer.getvalue())
         self._status("running")
         patience = self.settings.patience
         if patience is not None and self.bad_evaluations >= patience:
@@ -334,9 +345,9 @@ class UltralyticsTraining:
     def _checkpoint(self, trainer: Any) -> dict[str, Any]:
         """defectlab's checkpoint: the EMA weights (what ultralytics validates and saves, here in float32) in the
         wrapper's names, with what rebuilds the model and resumes defectlab's bookkeeping."""
-        own = self.detector.state_dict()
-        weights = {f"model.{name}": tensor.detach().float().cpu().clone() if tensor.is_floating_point()
-                   else tensor.detach().cpu().clone() for name, tensor in trainer.ema.ema.state_dict().items()}
+        own = self.detector.state_dict()  # the EMA's tensors are saved at once, so they need no copy
+        weights = {f"model.{name}": tensor.detach().float().cpu() if tensor.is_floating_point() else tensor.detach().cpu()
+                   for name, tensor in trainer.ema.ema.state_dict().items()}
         model = {name: weights.get(name, tensor) for name, tensor in own.items()}
         return {"model": model, "epoch": self.epochs_done, "best": dict(self.best),
                 "bad_evaluations": self.bad_evaluations, "transfer_report": self.transfer_report,
@@ -369,7 +380,7 @@ class UltralyticsTraining:
         try:
             _write_text(self.folder / "run.json", json.dumps({
                 "status": status, "message": message, "epochs_done": self.epochs_done, "epochs": self.settings.epochs,
-                "best": self.best, "skipped_images": [], "transfer": self.transfer_report, "frozen_parameters": frozen,
+                "best": self.best, "skipped_images": self.skipped, "transfer": self.transfer_report, "frozen_parameters": frozen,
                 "data": self.data.describe(), "warnings": [], "engine": f"ultralytics {ultralytics_version()}",
                 **extra}, indent=2, default=str))
         except Exception as exc:  # noqa: BLE001  (a failed status write must not hide the error on its way out)
@@ -411,6 +422,13 @@ def results_records(path: Path, train_images: int) -> list[dict[str, Any]]:
         record["images_per_s"] = round(train_images / seconds, 2) if seconds > 0 else None
         records.append(record)
     return records
+
+
+def unreadable_images(folder: Path) -> list[str]:
+    """The keys of the images that the YOLO layout in ``folder`` left out as unreadable (its convert.json)."""
+    record = folder / "convert.json"
+    unreadable = json.loads(record.read_text()).get("unreadable", {}) if record.is_file() else {}
+    return [key.split("/", 1)[-1] for key in unreadable]  # ModuleSplits' keys start with the split
 
 
 def write_yolo_data(data: Any, out: Path) -> Path:
