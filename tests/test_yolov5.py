@@ -497,6 +497,19 @@ def test_a_frozen_backbone_stays_bit_identical(squares, tmp_path):
     assert run.status["frozen_parameters"] > 0
 
 
+def test_early_stopping_follows_train_monitor(squares, tmp_path):
+    """patience 1 and min_delta 0.5 on val/map_50 (no tiny epoch raises a mAP by 0.5): epoch 1 is the best,
+    epoch 2 does not improve on it, and defectlab stops ultralytics' trainer after it, one epoch early."""
+    import defectlab as dl
+
+    settings = config(squares, epochs=3)
+    settings["train"].update(patience=1, monitor="val/map_50", min_delta=0.5)
+    run = dl.train(settings, out=tmp_path / "run")
+    assert [r["epoch"] for r in run.metrics] == [1, 2]
+    assert [r["best"] for r in run.metrics] == [True, False]
+    assert run.status["status"] == "finished" and run.status["best"]["epoch"] == 1
+
+
 @pytest.mark.slow
 def test_resume_continues_an_interrupted_run(squares, tmp_path, monkeypatch):
     import defectlab as dl

@@ -19,6 +19,7 @@ import json
 import logging
 import math
 import os
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -212,7 +213,7 @@ class UltralyticsTraining:
         if self.settings.init_from:
             report = transfer_backbone(self.detector, self.settings.init_from)
             self.transfer_report = report.to_dict()
-            log.info(report.summary())
+            say(report.summary())
         self.detector.take_normalisation(self.data.transform)
         _write_text(self.folder / "metrics.jsonl", "")
         start = self.engine / START_FILE
@@ -318,8 +319,8 @@ class UltralyticsTraining:
         self._status("running")
         patience = self.settings.patience
         if patience is not None and self.bad_evaluations >= patience:
-            log.info("early stop after epoch %s: %s has not improved for %s epochs (best %.4g at epoch %s)", epoch,
-                     self.best["monitor"], self.bad_evaluations, self.best["value"], self.best["epoch"])
+            say(f"early stop after epoch {epoch}: {self.best['monitor']} has not improved for {self.bad_evaluations} "
+                f"epochs (best {self.best['value']:.4g} at epoch {self.best['epoch']})")
             trainer.stop = True
 
     def _judge(self, record: Mapping[str, Any]) -> bool:
@@ -366,8 +367,8 @@ class UltralyticsTraining:
         results: dict[str, Any] = {}
         if split is not None:
             results = evaluate_run(self.folder, split=split, out=self.folder / "eval" / split, overwrite=True)
-            log.info("%s: %s", split, ", ".join(f"{k} {v:.4g}" for k, v in results["scores"].items()
-                                                if "/" not in k and isinstance(v, float)))
+            say(f"{split}: " + ", ".join(f"{k} {v:.4g}" for k, v in results["scores"].items()
+                                         if "/" not in k and isinstance(v, float)))
         self._status("finished", evaluation={"split": split, "scores": results.get("scores", {})})
 
     def _train_images(self) -> int:
@@ -387,6 +388,11 @@ class UltralyticsTraining:
             if not quiet:
                 raise
             log.warning("could not record the run's status '%s': %s", status, exc)
+
+
+def say(text: str) -> None:
+    """A line for the user on stderr, beside ultralytics' own output (as defectlab's engine tells its news)."""
+    print(text, file=sys.stderr, flush=True)
 
 
 def ultralytics_version() -> str:
