@@ -56,6 +56,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=15, help="downstream epochs")
     parser.add_argument("--fractions", default="0.05,0.1,0.2,1")
     parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--summary", default="ssl_elpv.json", help="file name of the results in --out")
     parser.add_argument("--dino", default="", help="extra ssl settings for DINO, e.g. local_crops=2,out_dim=2048")
     parser.add_argument("--quick", action="store_true",
                         help="one seed, fractions 0.1 and 0.2, 3 pretraining and 4 downstream epochs, a smaller DINO")
@@ -94,7 +95,7 @@ def main() -> None:
     print(dl.format_table(["labels", "init", "protocol", *(f"{s} %" for s in SCORES)], rows))
     print()
     print(dl.format_table(["part", "CPU-minutes"], [[k, f"{v:.1f}"] for k, v in cost.items()]))
-    (args.out / "ssl_elpv.json").write_text(json.dumps(
+    (args.out / args.summary).write_text(json.dumps(
         {"args": {k: str(v) for k, v in vars(args).items()}, "cpu_minutes": cost,
          "results": [{"labels": k[0], "init": k[1], "protocol": k[2], **v} for k, v in sorted(results.items())]},
         indent=2))
