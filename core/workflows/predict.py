@@ -122,15 +122,16 @@ def predict(run_or_file: str | Path, inputs: Sequence[str | Path], out: str | Pa
         raise DataError(f"slicing predicts boxes; this run's task is '{trained.task}' (drop --slice)")
     if not 0 <= overlap < 1:
         raise DataError(f"overlap is a share of a slice, 0 <= overlap < 1; got {overlap}")
+    out = Path(out)
+    files = image_inputs(inputs)
+    if trained.task == "detect":  # boxes: CSV, JSON and drawings, with their own preprocessing
+        drawings = out.with_name(out.stem + "_boxes")
+        _check_outputs(out, drawings, overwrite, also=[out.with_suffix(".json")])
+        return _predict_boxes(trained, files, out, drawings, batch_size, threshold, slice_size, overlap)
     transform = ImageTransform(task=trained.task, **trained.transform)
     segment = trained.task == "segment"
-    out = Path(out)
-    masks = out.with_name(out.stem + ("_boxes" if trained.task == "detect" else "_masks")) \
-        if trained.task in ("segment", "detect") else None
-    files = image_inputs(inputs)
-    _check_outputs(out, masks, overwrite, also=[out.with_suffix(".json")] if trained.task == "detect" else [])
-    if trained.task == "detect":
-        return _predict_boxes(trained, files, out, masks, batch_size, threshold, slice_size, overlap)
+    masks = out.with_name(out.stem + "_masks") if segment else None
+    _check_outputs(out, masks, overwrite)
     threshold = 0.5 if threshold is None else threshold
     header = (["path", "defect_pixels", "defect_fraction", "mask"] if segment else
               ["path", "predicted", "confidence", *[f"p_{c}" for c in trained.classes]]) + ["error"]
