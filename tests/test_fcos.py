@@ -188,6 +188,18 @@ def test_tgfs_losses_stay_finite_for_boxes_thinner_than_the_grid():
     assert all(torch.isfinite(value) for value in losses.values())
 
 
+def test_no_regression_output_starts_dead():
+    """torchvision starts the ReLU'd box regression at 0, where about half the outputs (and their gradients) are
+    0; ours starts each side at one anchor size, so every output is alive at the first step."""
+    model = _model("fcos").eval()
+    features = list(model.backbone(torch.rand(2, 1, 128, 128)).values())
+    regression, _ = model.head.regression_head(features)
+    assert (regression > 0).all() and abs(float(regression.mean()) - 1) < 0.1
+    torch.nn.init.zeros_(model.head.regression_head.bbox_reg.bias)  # torchvision's start
+    regression, _ = model.head.regression_head(features)
+    assert float((regression == 0).float().mean()) > 0.3
+
+
 def test_grey_backbone_and_transfer_of_the_backbone_only(tmp_path):
     model = _model("fcos")
     assert model.backbone.body.conv1.in_channels == 1

@@ -52,6 +52,9 @@ class FCOSDetector(TaskGuidedSelection, FCOS):
         super().__init__(backbone, num_classes, center_sampling_radius=center_sampling_radius,
                          score_thresh=score_thresh, nms_thresh=nms_thresh, detections_per_img=detections_per_img)
         self.transform = PreparedImages()
+        # every box side starts at one anchor size, as FCOS's exp(0) = 1 does: torchvision starts the ReLU'd
+        # regression at 0, where the GIoU loss can stay at 1.0 for a whole run (the detection benchmark's seed 1)
+        nn.init.constant_(self.head.regression_head.bbox_reg.bias, 1.0)
         self.assigner = assigner
         self.tgfs_levels, self.tgfs_loc_weight, self.tgfs_gamma = tgfs_levels, tgfs_loc_weight, tgfs_gamma
         self.weights_report = None
