@@ -59,11 +59,11 @@ class TinySegNet(nn.Module):
 
 
 class TinyModels:
-    """Plugin object registering TinyNet and TinySegNet."""
+    """Plugin object registering TinyNet, TinySegNet and MeanImageAnomaly."""
 
     @hookimpl
     def register_backbones(self):
-        return [TinyNet, TinySegNet]
+        return [TinyNet, TinySegNet, MeanImageAnomaly]
 
 
 def write_two_class_folder(root: Path, per_class: int = 20, size: int = 16, seed: int = 0) -> Path:
@@ -76,3 +76,39 @@ def write_two_class_folder(root: Path, per_class: int = 20, size: int = 16, seed
             pixels = np.clip(rng.normal(mean, 25, (size, size)), 0, 255).astype(np.uint8)
             Image.fromarray(pixels).save(folder / f"{label}_{index:02d}.png")
     return root
+
+
+class MeanImageAnomaly(nn.Module):
+    """A fitted anomaly model (engine tests): the per-pixel mean of the good images; the map is the
+    squared difference from it averaged over channels, the score its maximum.
+
+    Args:
+        num_classes: Unused (one score per image).
+        in_chans: Input channels.
+        weights: Unused.
+    """
+
+    name = "mean_image_anomaly"
+    tasks = ("anomaly",)
+
+    def __init__(self, num_classes: int = 1, in_chans: int = 3, weights: str | None = None):
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(0))
+
+    def fit(self, batches):
+        total, count = 0.0, 0
+        for images in batches:
+            total = total + images.sum(0)
+            count += len(images)
+        self.mean = total / count
+        return {"images": count}
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        self.mean = torch.empty_like(state_dict[prefix + "mean"])
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        if not self.mean.numel():
+            raise RuntimeError("fit the model first")
+        maps = ((x - self.mean) ** 2).mean(1)
+        return {"scores": maps.flatten(1).amax(1), "maps": maps}

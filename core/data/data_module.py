@@ -38,6 +38,8 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 log = logging.getLogger("defectlab.data")
 SEED_STRIDE = 1000003  # epoch generators are seeded with seed * SEED_STRIDE + epoch
 MEGABYTE = 2**20
+ANOMALY_TARGET = ("anomaly",)  # collate's target_shape for anomaly's dict targets
+GOOD_NAMES = ("good", "ok", "normal")  # an anomaly task's good class, when a class has one of these names
 
 
 class EpochSampler(Sampler[int]):
@@ -89,9 +91,11 @@ class SplitImages(Dataset):
     """
 
     def __init__(self, dataset: DefectDataset, indices: list[int], transform: ImageTransform, task: str,
-                 train: bool, cache: dict[int, Any] | None) -> None:
+                 train: bool, cache: dict[int, Any] | None, good: int | None = None,
+                 labels: list[int | None] | None = None) -> None:
         self.dataset, self.indices, self.transform, self.task = dataset, indices, transform, task
-        self.train, self.cache = train, cache
+        self.train, self.cache, self.good, self.labels = train, cache, good, labels
+        self.masks = task == "segment" or (task == "anomaly" and has_masks(dataset))
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -108,6 +112,13 @@ class SplitImages(Dataset):
     def item(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Image tensor and target of dataset sample ``index``; DataError when it cannot be used."""
         image, mask = self.resized(index)
+        if self.task == "anomaly":
+            label = self.labels[index] if self.labels is not None else self.dataset.samples[index].label
+            target = {"labels": torch.tensor(int(label != self.good)), "classes": torch.tensor(label)}
+            if mask is not None:
+                image, mask = self.transform(image, mask, train=self.train)
+                return image, {**target, "masks": (mask > 0).to(torch.uint8)}
+            return self.transform(image, train=self.train), target
         if mask is not None:
             return self.transform(image, mask, train=self.train)
         if self.task == "detect":
@@ -122,7 +133,7 @@ class SplitImages(Dataset):
         if self.cache is not None and index in self.cache:
             return self.cache[index]
         image = self.dataset.load_image(index)
-        if self.task == "segment":
+        if self.masks:
             image, mask = self.transform.resize(image, self.checked_mask(index, image))
         else:
             image, mask = self.transform.resize(image), None
@@ -159,7 +170,8 @@ def collate(items: list[tuple[int, torch.Tensor | None, Any]], image_shape: tupl
             target_shape: tuple[int, ...] | None) -> dict[str, Any]:
     """A dict batch of the usable items; the dataset indices of the others go to ``skipped``.
 
-    Targets are stacked, except detection's (``target_shape`` None): a list of per-image dicts.
+    Targets are stacked, except detection's (``target_shape`` None): a list of per-image dicts;
+    anomaly's per-image dicts are stacked key by key into one dict.
 
     A batch whose every item was skipped still has tensors of the right shape, with N = 0.
     """
@@ -167,8 +179,12 @@ def collate(items: list[tuple[int, torch.Tensor | None, Any]], image_shape: tupl
     image = torch.stack([item[1] for item in kept]) if kept else torch.empty((0, *image_shape))
     if target_shape is None:  # detection: a dict of boxes and labels per image
         target: Any = [item[2] for item in kept]
+    elif kept and isinstance(kept[0][2], dict):  # anomaly: labels, classes (and masks), each stacked
+        target = {key: torch.stack([item[2][key] for item in kept]) for key in kept[0][2]}
     elif kept:
         target = torch.stack([item[2] for item in kept])
+    elif target_shape == ANOMALY_TARGET:
+        target = {"labels": torch.empty(0, dtype=torch.long), "classes": torch.empty(0, dtype=torch.long)}
     else:
         target = torch.empty((0, *target_shape), dtype=torch.long)
     return {"image": image, "target": target, "index": torch.tensor([item[0] for item in kept], dtype=torch.long),
@@ -176,7 +192,7 @@ def collate(items: list[tuple[int, torch.Tensor | None, Any]], image_shape: tupl
 
 
 class DataModule:
-    """Datasets, splits and DataLoaders for training and evaluating classifiers, segmentation models and detectors.
+    """Datasets, splits and DataLoaders for classifiers, segmentation models, detectors and anomaly models.
 
     Splits come from, first to last: ``splits_csv`` when that file exists; separate ``val`` /
     ``test`` datasets (the main dataset gives the remaining splits, by ``split`` renormalised);
@@ -194,8 +210,13 @@ class DataModule:
         test: A separate test dataset (same classes), instead of a share of ``dataset``.
         task: 'classify' (a label per image), 'segment' (a mask per image), 'detect' (boxes per image;
             a batch's target is a list of {"boxes": (N, 4) x1 y1 x2 y2 pixels, "labels": (N,)}) or
-            'pretrain' (images only, labels ignored: self-supervised pretraining); default: the
-            dataset's task.
+            'pretrain' (images only, labels ignored: self-supervised pretraining) or 'anomaly' (a
+            model fitted on good images: the training split keeps the good images, the defective
+            ones that the split put there join test; a batch's target is {"labels": 1 = defect,
+            "classes": class index, "masks": 0/1 (N, H, W) when the data have masks}); default:
+            the dataset's task.
+        good_class: Anomaly task: the class of the good images (default: the class named good, ok
+            or normal, else the first class: '0' for elpv, 'background' for synthetic_cracks).
         split: Train/val/test fractions (or train/test: no val) for a stratified split.
         format_splits: Use the format's own train/val/test folders when it has them; False
             splits the data by ``split`` instead (MVTec AD's train folder has good images only).
@@ -219,7 +240,8 @@ class DataModule:
     def __init__(self, dataset: str | dict[str, Any] | DefectDataset, *,
                  val: str | dict[str, Any] | DefectDataset | None = None,
                  test: str | dict[str, Any] | DefectDataset | None = None,
-                 task: Literal["classify", "segment", "detect", "pretrain"] | None = None,
+                 task: Literal["classify", "segment", "detect", "pretrain", "anomaly"] | None = None,
+                 good_class: str | None = None,
                  split: Annotated[tuple[float, ...], SplitFractions()] = (0.7, 0.15, 0.15),
                  format_splits: bool = True, seed: Annotated[int, Range(0)] = 0,
                  splits_csv: str | None = None,
@@ -235,12 +257,16 @@ class DataModule:
         fractions = checked_fractions(split)
         main = open_dataset(dataset)
         self.task = task or main.task
-        if self.task not in ("classify", "segment", "detect", "pretrain"):
+        if self.task not in ("classify", "segment", "detect", "pretrain", "anomaly"):
             raise DataError(f"the data module does not support the task '{self.task}' of {main!r}; it handles "
-                            f"classify, segment, detect and pretrain (images only, labels ignored)")
+                            f"classify, segment, detect, anomaly and pretrain (images only, labels ignored)")
+        self.good = good_index(main, good_class) if self.task == "anomaly" else None
+        geometry = "segment" if self.task == "anomaly" and has_masks(main) else self.task
         self.transform = ImageTransform(image_size, channels, normalize, augment,
-                                        self.task if self.task in ("segment", "detect") else "classify")
+                                        geometry if geometry in ("segment", "detect") else "classify")
         explicit = {name: open_dataset(spec) for name, spec in (("val", val), ("test", test)) if spec is not None}
+        self.image_labels = {id(data): image_labels(data) for data in (main, *explicit.values())} \
+            if self.task == "anomaly" else {}
         self.classes = list(main.classes)
         for name, data in explicit.items():
             if list(data.classes) != self.classes:
@@ -249,17 +275,23 @@ class DataModule:
         self.seed, self.drop_last, self.workers, self.format_splits = seed, drop_last, workers, format_splits
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size or batch_size
         self.assignment = self._assignment(main, explicit, fractions, splits_csv)
+        if self.task == "anomaly":
+            self._move_defects_out_of_train(self.image_labels[id(main)], explicit)
         indices = {name: list(range(len(explicit[name]))) if name in explicit
                    else [i for i, part in enumerate(self.assignment) if part == name] for name in SPLIT_NAMES}
         if label_fraction != 1.0:
             indices["train"] = label_fraction_subset(indices["train"], strata_labels(main), label_fraction, seed)
         if not indices["train"]:
             raise DataError(f"the training split of {main!r} is empty; check split={list(split)} or the "
-                            f"splits file")
+                            f"splits file" + (f" (an anomaly model is fitted on the good images, class "
+                                              f"'{self.classes[self.good]}'; data.good_class names another)"
+                                              if self.task == "anomaly" else ""))
         self.splits = {name: part for name, part in indices.items() if part}
         self.datasets = {name: explicit.get(name, main) for name in self.splits}
         for data in {id(d): d for d in self.datasets.values()}.values():
             self._check_targets(data)
+        if self.task == "anomaly":
+            self._check_anomaly_splits()
         if self.task == "classify":
             present = [c for c, n in zip(self.classes, main.class_counts()) if n]
             if len(present) < 2:
@@ -280,7 +312,7 @@ class DataModule:
         """The split of each sample of the main dataset, by the precedence the class docstring gives."""
         if splits_csv is not None and Path(splits_csv).exists():
             return _stored_assignment(main, splits_csv, explicit)
-        labels = strata_labels(main)
+        labels = self.image_labels.get(id(main)) or strata_labels(main)
         if explicit:
             remaining = {name: f for name, f in fractions.items() if name not in explicit}
             total = sum(remaining.values())
@@ -292,6 +324,32 @@ class DataModule:
             return predefined  # type: ignore[return-value]
         return stratified_split(labels, list(fractions.values()), self.seed)
 
+    def _move_defects_out_of_train(self, labels: list[int | None], explicit: dict[str, DefectDataset]) -> None:
+        """Anomaly task: defective images the split put in train join test (val when test is its own dataset)."""
+        target = next((name for name in ("test", "val") if name not in explicit), None)
+        moved = 0
+        for index, (label, part) in enumerate(zip(labels, self.assignment)):
+            if part == "train" and label != self.good and target is not None:
+                self.assignment[index] = target
+                moved += 1
+        if moved:
+            log.info("anomaly task: %d defective training image(s) moved to the %s split", moved, target)
+
+    def _check_anomaly_splits(self) -> None:
+        """DataError when the fit has no good image or an evaluated split lacks good or defective images."""
+        good_name = self.classes[self.good]
+        for name, indices in self.splits.items():
+            labels = self.image_labels[id(self.datasets[name])]
+            good = sum(labels[i] == self.good for i in indices)
+            if name == "train" and len(indices) != good:
+                raise DataError(f"the training data of an anomaly model must be good images only, but "
+                                f"{len(indices) - good} of {len(indices)} are not of class '{good_name}'")
+            if name != "train" and good in (0, len(indices)):
+                kind = "good" if good else "defective"
+                raise DataError(f"the {name} split holds only {kind} images ({len(indices)}); image AUROC needs good "
+                                f"(class '{good_name}') and defective images. Give the {name} split both kinds "
+                                f"(data.split, or a {name} dataset), or check data.good_class")
+
     def save_splits(self, path: str | Path) -> Path:
         """Write the main dataset's split (before ``label_fraction``) as a CSV that ``splits_csv`` reads back."""
         main = self.datasets["train"]
@@ -300,18 +358,18 @@ class DataModule:
 
     def _check_targets(self, data: DefectDataset) -> None:
         """DataError when ``data`` cannot give the task's targets (an image without a label, no masks at all)."""
-        if self.task == "classify":
-            missing = [sample.key for sample in data.samples if sample.label is None]
+        if self.task in ("classify", "anomaly"):
+            labels = self.image_labels.get(id(data)) or [sample.label for sample in data.samples]
+            missing = [sample.key for sample, label in zip(data.samples, labels) if label is None]
             if missing:
-                raise DataError(f"classification needs a class label per image, but {len(missing)} image(s) of "
+                raise DataError(f"{'classification' if self.task == 'classify' else 'an anomaly model'} needs a class label per image, but {len(missing)} image(s) of "
                                 f"{data!r} have none (e.g. {first_few(missing)})")
         elif self.task == "detect":
             missing = [sample.key for sample in data.samples if sample.boxes is None]
             if missing:
                 raise DataError(f"detection needs the boxes of every image (none: an empty list), but {len(missing)} "
                                 f"image(s) of {data!r} have no annotation (e.g. {first_few(missing)})")
-        elif self.task == "segment" and type(data).load_mask is DefectDataset.load_mask and \
-                not any(s.mask_path for s in data.samples):
+        elif self.task == "segment" and not has_masks(data):
             raise DataError(f"segmentation needs a mask per image, but {data!r} has no masks")
 
     # --- what the data are ---------------------------------------------------------------------
@@ -324,8 +382,9 @@ class DataModule:
         """Images per class in ``split`` (an image counts for each class it is labelled with)."""
         counts = [0] * self.num_classes
         data = self.datasets[self._known(split)]
+        labels = self.image_labels.get(id(data))
         for index in self.splits[split]:
-            for label in data.samples[index].labels:
+            for label in data.samples[index].labels if labels is None else [labels[index]]:
                 counts[label] += 1
         return counts
 
@@ -341,7 +400,9 @@ class DataModule:
 
     def sample(self, split: str, index: int, train: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         """Image tensor and target of dataset sample ``index`` of ``split``; raises what a loader would skip."""
-        return SplitImages(self.datasets[self._known(split)], [], self.transform, self.task, train, None).item(index)
+        data = self.datasets[self._known(split)]
+        return SplitImages(data, [], self.transform, self.task, train, None, self.good,
+                           self.image_labels.get(id(data))).item(index)
 
     def _known(self, split: str) -> str:
         if split not in self.splits:
@@ -354,7 +415,7 @@ class DataModule:
         """The splits whose images are cached: train, val, test in turn, while their estimate fits in cache_mb."""
         budget, cached = cache_mb * MEGABYTE if cache else 0, set()
         height, width = self.transform.size
-        per_image = height * width * (self.transform.channels + (self.task == "segment"))
+        per_image = height * width * (self.transform.channels + (self.transform.task == "segment"))
         for name, indices in self.splits.items():
             need = len(indices) * per_image
             if need <= budget:
@@ -364,8 +425,10 @@ class DataModule:
 
     def _split_images(self, split: str) -> SplitImages:
         if self._known(split) not in self._images:
-            self._images[split] = SplitImages(self.datasets[split], self.splits[split], self.transform,
-                                              self.task, split == "train", {} if split in self._cached else None)
+            data = self.datasets[split]
+            self._images[split] = SplitImages(data, self.splits[split], self.transform, self.task, split == "train",
+                                              {} if split in self._cached else None, self.good,
+                                              self.image_labels.get(id(data)))
         return self._images[split]
 
     def loader(self, split: str, epoch: int = 0, rank: int = 0, world_size: int = 1) -> DataLoader:
@@ -382,7 +445,7 @@ class DataModule:
             images = self._split_images(split)
             sampler = EpochSampler(len(images), self.seed, self._weights, rank, world_size) if train else None
             height, width = self.transform.size
-            target_shape = {"segment": (height, width), "detect": None}.get(self.task, ())
+            target_shape = {"segment": (height, width), "detect": None, "anomaly": ANOMALY_TARGET}.get(self.task, ())
             self._loaders[key] = DataLoader(
                 images, batch_size=self.batch_size if train else self.eval_batch_size, sampler=sampler,
                 num_workers=self.workers, persistent_workers=self.workers > 0, drop_last=self.drop_last and train,
@@ -402,6 +465,38 @@ class DataModule:
                             "without one (use balance='none')")
         counts = self.class_counts("train")
         return [1.0 / counts[label] for label in labels]
+
+
+def has_masks(data: DefectDataset) -> bool:
+    """Whether ``data`` gives masks: its format loads them, or its samples name mask files."""
+    return type(data).load_mask is not DefectDataset.load_mask or any(s.mask_path for s in data.samples)
+
+
+def image_labels(data: DefectDataset) -> list[int | None]:
+    """Each sample's class for the anomaly task: its label, else (masks without labels) the most common
+    class in its mask, 0 when the mask is empty; None when neither is known."""
+    if not has_masks(data) or all(sample.label is not None for sample in data.samples):
+        return [sample.label for sample in data.samples]
+    labels: list[int | None] = []
+    for index, sample in enumerate(data.samples):
+        if sample.label is not None:
+            labels.append(sample.label)
+            continue
+        values, counts = np.unique(np.asarray(data.load_mask(index)), return_counts=True)
+        defect = counts[values > 0]
+        labels.append(int(values[values > 0][defect.argmax()]) if len(defect) else 0)
+    return labels
+
+
+def good_index(data: DefectDataset, name: str | None) -> int:
+    """The class index of an anomaly task's good images: ``name``, else a class named good/ok/normal, else 0."""
+    classes = list(data.classes)
+    if name is not None:
+        if name not in classes:
+            raise DataError(f"data.good_class '{name}' is not a class of {data!r}{did_you_mean(name, classes)} "
+                            f"(classes: {', '.join(classes)})")
+        return classes.index(name)
+    return next((classes.index(c) for c in classes if c.lower() in GOOD_NAMES), 0)
 
 
 def strata_labels(data: DefectDataset) -> list[int | None]:

@@ -36,4 +36,4 @@ KINDS: dict[str, Kind] = {
 }
 
 IMBALANCE_SCOPES = ("input", "output")
-BACKBONE_TASKS = ("classify", "segment", "detect", "embed")
+BACKBONE_TASKS = ("classify", "segment", "detect", "embed", "anomaly")

@@ -61,7 +61,7 @@ class Backbone(Protocol):
     (the class count; 1 for a two-class segmentation), ``in_chans`` (the spec's, else the
     factory's default, which the data's channels then follow) and, if the factory has an
     ``img_size`` parameter, the data's image size. An optional ``tasks`` attribute on the
-    factory lists ``"classify"``, ``"segment"``, ``"detect"``, ``"embed"``: ``train`` refuses
+    factory lists ``"classify"``, ``"segment"``, ``"detect"``, ``"embed"``, ``"anomaly"``: ``train`` refuses
     data of a task not listed (without ``tasks``, any task is tried).
 
     What it returns is a ``torch.nn.Module`` (moved, switched train/eval, optimised,
@@ -79,6 +79,15 @@ class Backbone(Protocol):
     ``backbone_prefixes``: a tuple of state-dict name prefixes that are the backbone (for a
     network without ``head`` or ``encoder``; yolov5's ``model.model.0.`` to ``model.model.9.``),
     what ``--init-from`` loads and ``--linear-probe`` freezes.
+
+    An anomaly model (``tasks = ("anomaly",)``) is fitted, not trained by gradients: it has
+    ``fit(batches) -> dict[str, float]``, which ``train`` calls once, under ``torch.no_grad()``
+    and in eval mode, with an iterable of the training split's image batches (good images only,
+    normalised, on the model's device); it keeps what it learns as buffers (so ``state_dict``
+    and ``load_state_dict`` of a freshly built model carry it) and returns numbers logged as
+    ``train/<name>``. Its ``forward(x)`` returns ``{"scores": (N,), "maps": (N, H, W)}`` at the
+    input's size, larger = more anomalous; ``train`` then validates, checkpoints and tests it
+    like any run (``train.epochs`` is 1, no optimiser, no loss).
 
     ``train_externally(folder, data, settings, resolved, resume, describe) -> Run`` (optional):
     a network trained by its own engine (yolov5: ultralytics' trainer). ``train`` calls it

@@ -79,3 +79,17 @@ def checked_detections(model: Any, value: Any, images: int) -> list[dict[str, to
                      f"a detector's forward(images) must return, in eval mode, a list of {images} dicts with boxes, "
                      f"scores and labels, but returned {type(value).__name__}")
     return list(value)
+
+
+def checked_anomaly(model: Any, value: Any, images: torch.Tensor) -> dict[str, torch.Tensor]:
+    """An anomaly model's output, {"scores": (N,), "maps": (N, H, W)} at the input's size; else a PluginError."""
+    count, size = len(images), tuple(images.shape[-2:])
+    scores, maps = (value.get("scores"), value.get("maps")) if isinstance(value, dict) else (None, None)
+    if not (isinstance(scores, torch.Tensor) and tuple(scores.shape) == (count,) and isinstance(maps, torch.Tensor)
+            and tuple(maps.shape) == (count, *size)):
+        got = {k: tuple(v.shape) for k, v in value.items() if isinstance(v, torch.Tensor)} \
+            if isinstance(value, dict) else type(value).__name__
+        raise broken("backbone", getattr(model, "module", model),
+                     f"an anomaly model's forward(images) must return {{'scores': ({count},), 'maps': "
+                     f"({count}, {size[0]}, {size[1]})}}, but returned {got}")
+    return {"scores": scores.float(), "maps": maps.float()}

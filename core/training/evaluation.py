@@ -15,7 +15,13 @@ from typing import Any
 import torch
 from defectlab.plugin_system.errors import DataError
 from defectlab.plugin_system.files import write_json
-from defectlab.training.contracts import checked_detections, checked_logits, checked_loss, checked_scores
+from defectlab.training.contracts import (
+    checked_anomaly,
+    checked_detections,
+    checked_logits,
+    checked_loss,
+    checked_scores,
+)
 from torch import nn
 
 SkipNote = Callable[[str, dict[str, Any]], None]
@@ -30,9 +36,11 @@ def _forward(model: nn.Module, images: torch.Tensor, want_embeddings: bool) -> t
 
 
 def to_device(target: Any, device: torch.device) -> Any:
-    """A batch's target on ``device``: a tensor, or detection's list of dicts of tensors."""
+    """A batch's target on ``device``: a tensor, anomaly's dict of tensors, or detection's list of dicts."""
     if isinstance(target, torch.Tensor):
         return target.to(device, non_blocking=True)
+    if isinstance(target, dict):
+        return {key: value.to(device, non_blocking=True) for key, value in target.items()}
     return [{key: value.to(device, non_blocking=True) for key, value in item.items()} for item in target]
 
 
@@ -57,6 +65,8 @@ def evaluate_split(model: nn.Module, loss: nn.Module | None, data: Any, split: s
             with autocast:
                 if isinstance(targets, list):  # a detector: boxes out, its losses only in training mode
                     pred, embeddings = checked_detections(model, model(images), len(images)), None
+                elif isinstance(targets, dict):  # an anomaly model: a score and a map per image
+                    pred, embeddings = checked_anomaly(model, model(images), images), None
                 else:
                     pred, embeddings = _forward(model, images, "embeddings" in wants)
                 if loss is not None:

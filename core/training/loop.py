@@ -34,7 +34,7 @@ from defectlab.plugin_system.files import (
 )
 from defectlab.training import distributed
 from defectlab.training.checkpoints import load_checkpoint, save_checkpoint
-from defectlab.training.contracts import checked_logits, checked_loss, checked_losses
+from defectlab.training.contracts import broken, checked_logits, checked_loss, checked_losses
 from defectlab.training.evaluation import evaluate_split, to_device, write_evaluation
 from defectlab.training.settings import TrainSettings
 from defectlab.training.transfer import (
@@ -150,6 +150,7 @@ class Trainer:
         self.frozen: list[str] = []
         self.warnings: list[str] = []  # what callbacks found worth telling (e.g. a collapsing pretraining)
         self.amp = self.settings.amp and self.device.type == "cuda"
+        self.fitted = hasattr(model, "fit")  # an anomaly model: fitted in one pass, no optimiser
 
     # --- set-up ----------------------------------------------------------------------------------
 
@@ -168,6 +169,12 @@ class Trainer:
         if self.loss is not None:  # a detector computes its own losses
             self.loss.to(self.device)
         distributed.start(self.world, self.device)
+        if self.fitted:
+            if self.world.distributed:
+                raise TrainingError("an anomaly model is fitted in one process; run it without torchrun")
+            self.optimizer = self.schedule = None
+            self.scaler = torch.amp.GradScaler("cuda", enabled=False)
+            return
         if self.world.distributed:
             ids = [self.device.index] if self.device.type == "cuda" else None
             # an objective leaves parts of its encoder unused (the backbone's classifier head)
@@ -182,8 +189,9 @@ class Trainer:
     def _restore(self) -> None:
         state = load_checkpoint(self.folder / "last.pt")
         unwrap(self.model).load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.schedule.load_state_dict(state["schedule"])
+        if self.optimizer is not None:
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.schedule.load_state_dict(state["schedule"])
         self.scaler.load_state_dict(state["scaler"])
         self.epoch, self.best, self.bad_evaluations = state["epoch"], state["best"], state["bad_evaluations"]
         self.skipped = dict.fromkeys(state.get("skipped", []))
@@ -257,15 +265,13 @@ class Trainer:
 
     def _epoch(self, epoch: int) -> dict[str, Any]:
         """One pass over the training split, then (every eval_every epochs) the validation split."""
-        from tqdm import tqdm
-
         seed_everything(self.settings.seed * 10_007 + epoch)
+        if self.fitted:
+            return self._validated(self._fit_pass(epoch))
         self.model.train()
         frozen_norms_to_eval(self.model)
         loader = self.data.loader("train", epoch=epoch, rank=self.world.rank, world_size=self.world.size)
-        bar = tqdm(loader, desc=f"epoch {epoch}/{self.settings.epochs}", leave=False, file=sys.stderr,
-                   disable=None if self.settings.progress and self.world.is_main else True,  # None: not on a pipe
-                   dynamic_ncols=True)
+        bar = self._progress(loader, f"epoch {epoch}/{self.settings.epochs}")
         total, seen, started = 0.0, 0, time.perf_counter()
         self.parts: dict[str, float] = {}  # a detector's named losses, summed over the epoch's images
         steps = max(len(loader), 1)
@@ -294,13 +300,48 @@ class Trainer:
         if epoch_metrics is not None:
             record.update({f"train/{k}": float(v) for k, v in epoch_metrics().items()})
         self.schedule.step()
-        if epoch % self.settings.eval_every == 0 or epoch == self.settings.epochs:
-            split = "val" if "val" in self.data.splits else None
-            if split is not None:
-                scores = evaluate_split(unwrap(self.model), self.loss, self.data, split, self.evaluators,
-                                        self.device, on_skipped=self._note_skipped, amp=self.amp)
-                record.update({f"val/{k}": v for k, v in scores.items()})
+        return self._validated(record)
+
+    def _validated(self, record: dict[str, Any]) -> dict[str, Any]:
+        """``record`` with the validation split's scores, every eval_every epochs and after the last."""
+        epoch = record["epoch"]
+        if (epoch % self.settings.eval_every == 0 or epoch == self.settings.epochs) and "val" in self.data.splits:
+            scores = evaluate_split(unwrap(self.model), self.loss, self.data, "val", self.evaluators,
+                                    self.device, on_skipped=self._note_skipped, amp=self.amp)
+            record.update({f"val/{k}": v for k, v in scores.items()})
         return record
+
+    def _fit_pass(self, epoch: int) -> dict[str, Any]:
+        """A fitted model's one pass: ``fit`` gets the training split's image batches, without gradients."""
+        model, seen = unwrap(self.model), 0
+        model.eval()
+
+        def batches() -> Iterator[torch.Tensor]:
+            nonlocal seen
+            for batch in self._progress(self.data.loader("train", epoch=epoch), "fit"):
+                self._note_skipped("train", batch)
+                if len(batch["image"]):
+                    seen += len(batch["image"])
+                    yield batch["image"].to(self.device, non_blocking=True)
+
+        started = time.perf_counter()
+        with torch.no_grad():
+            numbers = model.fit(batches())
+        seconds = time.perf_counter() - started
+        if not seen:
+            raise DataError("no training image could be read for the fit; run `defectlab check-data` on the dataset")
+        if not isinstance(numbers, dict):
+            raise broken("backbone", model, f"fit() must return a dict of names to numbers, not "
+                                            f"{type(numbers).__name__}")
+        return {"epoch": epoch, **{f"train/{k}": float(v) for k, v in numbers.items()},
+                "seconds": round(seconds, 3), "images_per_s": round(seen / seconds, 2)}
+
+    def _progress(self, loader: Any, label: str) -> Any:
+        """``loader`` with a progress bar on the main process when asked for (None: not on a pipe)."""
+        from tqdm import tqdm
+
+        return tqdm(loader, desc=label, leave=False, file=sys.stderr, dynamic_ncols=True,
+                    disable=None if self.settings.progress and self.world.is_main else True)
 
     def _step(self, images: torch.Tensor, targets: Any, epoch: int, step: int, progress: float) -> float:
         autocast = torch.autocast("cuda", dtype=torch.float16) if self.amp else nullcontext()
@@ -340,17 +381,17 @@ class Trainer:
         value = record.get(monitor)
         evaluated = any(key.startswith("val/") for key in record)
         if value is None and monitor.startswith("val/") and not evaluated and "val" not in self.data.splits:
-            monitor, value = "train/loss", record["train/loss"]  # no validation split: best = lowest train loss
+            monitor, value = "train/loss", record.get("train/loss")  # no validation split: best = lowest train loss
             self.best["monitor"] = monitor
         if evaluated and value is None:
             known = ", ".join(k for k in record if k.startswith(("val/", "train/")))
             raise TrainingError(f"train.monitor '{monitor}' is not among the metrics ({known}); set train.monitor "
                                 f"to one of them")
-        improved = False
+        improved = self.fitted  # a fitted model's one pass is its best
         if value is not None and math.isfinite(value):
             best = self.best["value"]
             sign = 1 if (self.settings.minimise if monitor == self.settings.monitor else True) else -1
-            improved = best is None or sign * (best - value) > self.settings.min_delta
+            improved = improved or best is None or sign * (best - value) > self.settings.min_delta
             if improved:
                 self.best.update(epoch=record["epoch"], value=value, monitor=monitor)
                 self.bad_evaluations = 0
@@ -400,8 +441,9 @@ class Trainer:
     # --- bookkeeping -----------------------------------------------------------------------------
 
     def _checkpoint_state(self) -> dict[str, Any]:
-        return {"model": unwrap(self.model).state_dict(), "optimizer": self.optimizer.state_dict(),
-                "schedule": self.schedule.state_dict(), "scaler": self.scaler.state_dict(), "epoch": self.epoch,
+        fitted = self.optimizer is None
+        return {"model": unwrap(self.model).state_dict(), "optimizer": None if fitted else self.optimizer.state_dict(),
+                "schedule": None if fitted else self.schedule.state_dict(), "scaler": self.scaler.state_dict(), "epoch": self.epoch,
                 "best": dict(self.best), "bad_evaluations": self.bad_evaluations, "skipped": list(self.skipped),
                 "transfer_report": self.transfer_report, "settings": self.settings.to_dict(), **self.extra}
 

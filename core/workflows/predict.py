@@ -111,7 +111,10 @@ def predict(run_or_file: str | Path, inputs: Sequence[str | Path], out: str | Pa
     confidence, else 0.25) are left out; ``slice_size`` predicts each image in square slices of
     that many pixels overlapping by ``overlap`` of a slice, and merges their boxes. An existing
     output is replaced only with ``overwrite``, and nothing is written into a run's folder. A
-    DataError when no image could be predicted (the CSV lists why).
+    DataError when no image could be predicted (the CSV lists why). Anomaly rows: path, score,
+    decision (defect when the score reaches ``threshold``; default: the run's best-F1 threshold)
+    and the anomaly map PNG (``<out stem>_maps/``, at the image's size; grey level 255 * map /
+    (2 * threshold), capped at 255: mid-grey is the threshold).
     """
     import numpy as np
     import torch
@@ -128,12 +131,18 @@ def predict(run_or_file: str | Path, inputs: Sequence[str | Path], out: str | Pa
         drawings = out.with_name(out.stem + "_boxes")
         _check_outputs(out, drawings, overwrite, also=[out.with_suffix(".json")])
         return _predict_boxes(trained, files, out, drawings, batch_size, threshold, slice_size, overlap)
-    transform = ImageTransform(task=trained.task, **trained.transform)
-    segment = trained.task == "segment"
-    masks = out.with_name(out.stem + "_masks") if segment else None
+    transform = ImageTransform(task="segment" if trained.task == "segment" else "classify", **trained.transform)
+    segment, anomaly = trained.task == "segment", trained.task == "anomaly"
+    masks = out.with_name(out.stem + ("_masks" if segment else "_maps")) if segment or anomaly else None
     _check_outputs(out, masks, overwrite)
+    if anomaly:
+        from defectlab.training.contracts import checked_anomaly
+        from defectlab.workflows.predict_anomaly import anomaly_rows, run_threshold
+
+        threshold = run_threshold(trained.checkpoint) if threshold is None else threshold
     threshold = 0.5 if threshold is None else threshold
     header = (["path", "defect_pixels", "defect_fraction", "mask"] if segment else
+              ["path", "score", "decision", "map"] if anomaly else
               ["path", "predicted", "confidence", *[f"p_{c}" for c in trained.classes]]) + ["error"]
     rows: list[dict[str, Any]] = []
     for group in _batches(files, batch_size):
@@ -149,8 +158,13 @@ def predict(run_or_file: str | Path, inputs: Sequence[str | Path], out: str | Pa
             kept.append((path, name))
         if not images:
             continue
+        batch = torch.stack(images)
         with torch.no_grad():
-            logits = trained.model(torch.stack(images)).float()
+            output = trained.model(batch)
+        if anomaly:
+            rows += anomaly_rows(checked_anomaly(trained.model, output, batch), kept, sizes, masks, threshold)
+            continue
+        logits = output.float()
         if masks is not None:
             probability = torch.sigmoid(logits[:, 0]) if logits.shape[1] == 1 else torch.softmax(logits, 1)
             for (path, name), size, prob in zip(kept, sizes, probability):

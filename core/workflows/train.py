@@ -25,9 +25,9 @@ from defectlab.plugin_system.parameters import Range
 
 DEFAULT_LOSS = {"classify": {"name": "cross_entropy"}, "segment": {"name": "dibe"}}
 DEFAULT_EVALUATORS = {"classify": [{"name": "classification"}], "segment": [{"name": "segmentation"}],
-                      "detect": [{"name": "detection"}]}
-#: What a detector's best.pt is chosen by when train.monitor is left at its default.
-DETECTION_MONITOR = "val/map_50"
+                      "detect": [{"name": "detection"}], "anomaly": [{"name": "anomaly"}]}
+#: What best.pt is chosen by, per task, when train.monitor is left at its default (else val/loss).
+TASK_MONITORS = {"detect": "val/map_50", "anomaly": "val/image_auroc"}
 #: Settings that may change when a run is resumed (the rest must stay as trained).
 RESUMABLE = ("epochs", "progress", "device", "patience")
 
@@ -186,6 +186,10 @@ def build_stage(config: Mapping[str, Any], splits_csv: Path | None = None) -> tu
     component, model_params = resolve_spec("backbone", config["model"], "model")
     defaults = {p.name: p.default for p in component.parameters if not p.required}
     data_values = dict(config["data"])
+    tasks = getattr(component.obj, "tasks", None)
+    if tasks is not None and tuple(tasks) == ("anomaly",):  # fitted on good images, as they are
+        data_values.setdefault("task", "anomaly")
+        data_values.setdefault("augment", ())
     if "ssl" in config:  # pretraining reads images only; a folder is read as plain images, whatever is in it
         data_values["task"] = "pretrain"
         data_values.setdefault("augment", ())  # the objective makes its own views
@@ -197,13 +201,14 @@ def build_stage(config: Mapping[str, Any], splits_csv: Path | None = None) -> tu
     if splits_csv is not None:
         data_values["splits_csv"] = str(splits_csv)
     data = DataModule(**data_values)
-    tasks = getattr(component.obj, "tasks", None)
     needed = "embed" if data.task == "pretrain" else data.task
     if tasks is not None and needed not in tasks:
         raise ConfigError([f"model.name: '{component.name}' is a backbone for {', '.join(tasks)}, but the data "
                            f"are for '{needed}'; pick a {needed} backbone (`defectlab list backbone`)"])
     classes = len(data.classes)
     num_classes = classes if data.task in ("classify", "detect") or classes > 2 else 1
+    if data.task == "anomaly":  # one score per image: how far from good
+        num_classes = 1
     if data.task == "pretrain":  # the encoder's head is never trained, and is left behind by init_from
         num_classes = 2
     model_params = {**model_params, "in_chans": in_chans}
@@ -229,12 +234,19 @@ def build_stage(config: Mapping[str, Any], splits_csv: Path | None = None) -> tu
                                                                                    pretrain_settings))
         return resolved, data, ObjectiveModel(objective), ObjectiveLoss(), []
     evaluator_specs = config["evaluators"] if config.get("evaluators") is not None else DEFAULT_EVALUATORS[data.task]
-    if data.task == "detect":  # a detector computes its own losses (its assigner is a model setting)
+    if data.task in ("detect", "anomaly"):  # a detector computes its own losses; an anomaly model has none
+        what = "is a detector and computes its own losses" if data.task == "detect" else "is fitted, not trained " \
+            "by a loss"
         if config.get("loss"):
-            raise ConfigError([f"loss: '{component.name}' is a detector and computes its own losses; remove the "
-                               f"[loss] section (see `defectlab show backbone {component.name}` for its settings)"])
+            raise ConfigError([f"loss: '{component.name}' {what}; remove the [loss] section (see `defectlab show "
+                               f"backbone {component.name}` for its settings)"])
         if "monitor" not in config.get("train", {}):
-            resolved["train"]["monitor"] = DETECTION_MONITOR
+            resolved["train"]["monitor"] = TASK_MONITORS[data.task]
+        if data.task == "anomaly":
+            if config.get("train", {}).get("epochs", 1) != 1:
+                raise ConfigError([f"train.epochs: '{component.name}' is fitted in one pass over the good images; "
+                                   f"remove train.epochs (or set it to 1)"])
+            resolved["train"].update(epochs=1, warmup_epochs=0)
         resolved.update(evaluators=[_as_spec(s) for s in evaluator_specs])
         return resolved, data, model, None, [create("evaluator", spec) for spec in evaluator_specs]
     loss_spec = config.get("loss") or DEFAULT_LOSS[data.task]
