@@ -351,6 +351,12 @@ class Trainer:
                 loss = torch.stack(list(parts.values())).sum()
                 for name, value in parts.items():
                     self.parts[name] = self.parts.get(name, 0.0) + float(value.detach()) * len(images)
+            elif self.settings.tail_synthesis is not None:  # virtual tail-class features train the head too
+                from defectlab.training.tail_synthesis import TailSynthesizer
+
+                if getattr(self, "synthesizer", None) is None:  # built at the first step, from the training split
+                    self.synthesizer = TailSynthesizer.for_trainer(self)
+                loss = checked_loss(self.loss, self.synthesizer.loss(self.model, self.loss, images, targets, epoch))
             else:
                 loss = checked_loss(self.loss, self.loss(checked_logits(self.model, self.model(images)), targets))
         finite = bool(torch.isfinite(loss.detach()))

@@ -2,11 +2,69 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, fields
 from typing import Annotated, Any, Literal
 
+from defectlab.plugin_system.config import check_settings
 from defectlab.plugin_system.errors import ParameterError
 from defectlab.plugin_system.parameters import Range, check_arguments
+
+
+@dataclass(frozen=True)
+class TailSynthesis:
+    """Feature-space synthesis of tail-class samples (``[train.tail_synthesis]``; SPEC 001, after Xu et al., ECCV 2022).
+
+    Every training step adds virtual features λ·a + (1 − λ)·b, where a and b are two recent
+    features of the same tail class (the backbone's ``forward_features``, detached), and the
+    head classifies the real and virtual features together (docs/training.md).
+
+    Args:
+        rarest: The k rarest classes by training count are tail classes (0: none by this rule).
+        below: Classes with fewer training samples than this share of the largest class are tail
+            classes too (0: none by this rule).
+        share: Virtual samples per step as a share of the batch size: round(share × N), at least 1.
+        alpha: λ ~ Beta(alpha, alpha): 1 is Uniform(0, 1); below 1 keeps virtual samples near a real one.
+        memory: Recent features kept per tail class to draw pairs from; emptied at each epoch's start.
+    """
+
+    rarest: Annotated[int, Range(0)] = 1
+    below: Annotated[float, Range(0, 1)] = 0.0
+    share: Annotated[float, Range(0, 1, low_open=True)] = 0.25
+    alpha: Annotated[float, Range(0, low_open=True)] = 1.0
+    memory: Annotated[int, Range(2)] = 64
+
+    def __post_init__(self) -> None:
+        check_arguments(type(self), asdict(self), "train.tail_synthesis")
+        if not self.rarest and not self.below:
+            raise ParameterError("train.tail_synthesis: rarest = 0 and below = 0 make no class a tail class; set "
+                                 "rarest >= 1 or below > 0")
+
+
+@dataclass(frozen=True)
+class SettingsTable:
+    """The check of a setting that may be a table of settings of its own: its keys and values against ``settings``."""
+
+    settings: type
+
+    def __str__(self) -> str:
+        return f"(a table of {', '.join(field.name for field in fields(self.settings))})"
+
+    def check(self, value: Any, where: str) -> None:
+        if isinstance(value, Mapping):
+            problems = check_settings(value, self.settings, where)
+            if problems:
+                raise ParameterError("; ".join(problems))
+            self.settings(**value)
+
+
+def tail_synthesis_of(value: TailSynthesis | Mapping[str, Any] | bool | None) -> TailSynthesis | None:
+    """``train.tail_synthesis`` as settings: None when off (absent, None, false), the defaults for true."""
+    if value is None or value is False:
+        return None
+    if value is True:
+        return TailSynthesis()
+    return value if isinstance(value, TailSynthesis) else TailSynthesis(**value)
 
 
 @dataclass(frozen=True)
@@ -46,6 +104,9 @@ class TrainSettings:
         linear_probe: Train the head only, with the backbone frozen (linear probing); False
             fine-tunes everything that is not frozen by the model's own settings.
         progress: Show a progress bar per epoch.
+        tail_synthesis: Train a classifier's head on virtual features of the rarest classes too:
+            a table of settings (rarest, below, share, alpha, memory; see TailSynthesis), true for
+            their defaults, or false or None (the default) for none.
     """
 
     epochs: Annotated[int, Range(1)] = 10
@@ -71,9 +132,11 @@ class TrainSettings:
     init_from: str | None = None
     linear_probe: bool = False
     progress: bool = True
+    tail_synthesis: Annotated[TailSynthesis | dict | bool | None, SettingsTable(TailSynthesis)] = None
 
     def __post_init__(self) -> None:
         check_arguments(type(self), asdict(self), "train")
+        object.__setattr__(self, "tail_synthesis", tail_synthesis_of(self.tail_synthesis))
         if not self.warmup_epochs < self.epochs:
             raise ParameterError(f"train.warmup_epochs: must be below epochs = {self.epochs}, got {self.warmup_epochs}")
         if not self.min_lr <= self.lr:
