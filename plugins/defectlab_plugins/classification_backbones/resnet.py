@@ -16,13 +16,14 @@ timm's ``DropBlock2d``.
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from typing import Annotated, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from defectlab import Range
+from defectlab import ParameterError, Range
 from defectlab_plugins.classification_backbones.classifier import (
     ClassifierBase,
     Count,
@@ -142,8 +143,8 @@ class ResNetVariant(ClassifierBase):
         self.head = classifier_head(self.num_features, num_classes, head_dropout, head_hidden)
         self.setup_weights_and_freezing(weights, freeze, f"{self.arch}.tv_in1k", in_chans=in_chans)
 
-    def forward_features(self, x: Tensor) -> Tensor:
-        """The pooled output of layer4 (N, 512 for ResNet-18/34, 2048 for ResNet-50)."""
+    def stage_outputs(self, x: Tensor) -> Iterator[tuple[str, Tensor]]:
+        """(stage name, its output) for layer1 ... layer4 in turn, after any inserted attention or DropBlock."""
         x = self.maxpool(self.act1(self.bn1(self.conv1(x))))
         for stage in STAGES:
             x = getattr(self, stage)(x)
@@ -151,7 +152,29 @@ class ResNetVariant(ClassifierBase):
                 x = self.attention[stage](x)
             if stage in self.dropblock:
                 x = self.dropblock[stage](x)
-        return self.pool(x)
+            yield stage, x
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        """The pooled output of layer4 (N, 512 for ResNet-18/34, 2048 for ResNet-50)."""
+        return self.pool(dict(self.stage_outputs(x))["layer4"])
+
+    def feature_maps(self, x: Tensor, layers: Sequence[str]) -> list[Tensor]:
+        """The outputs (N, C, h, w) of the stages named in ``layers`` ("layer1" ... "layer4"), in that order.
+
+        They are taken on the path of ``forward_features`` (inserted attention and DropBlock
+        included); the network runs only as deep as the deepest stage asked for. Strides 4, 8,
+        16, 32; channels 64/128/256/512 (ResNet-18/34) or 256/512/1024/2048 (ResNet-50).
+        """
+        check_names("layers", layers, STAGES)
+        if not layers:
+            raise ParameterError(f"layers: name at least one of {', '.join(STAGES)}")
+        maps: dict[str, Tensor] = {}
+        for stage, out in self.stage_outputs(x):
+            if stage in layers:
+                maps[stage] = out
+            if len(maps) == len(set(layers)):
+                break
+        return [maps[name] for name in layers]
 
 
 OPTIONS = "SPEC 001's head, pooling, attention, DropBlock and freezing options"

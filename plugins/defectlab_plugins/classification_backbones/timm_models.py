@@ -2,12 +2,14 @@
 
 The timm model is held as ``encoder`` with its own classifier removed (``num_classes=0``), so
 ``forward_features`` is timm's pooled pre-logits embedding (the CLS token for the ViTs) and the
-head is defectlab's. A bare timm state dict (an ImageNet download, an exported SSL encoder)
-loads into ``encoder`` as it is.
+head is defectlab's; ``feature_maps`` gives the maps of chosen layers (the anomaly models use
+them). A bare timm state dict (an ImageNet download, an exported SSL encoder) loads into
+``encoder`` as it is.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Annotated, Any
 
 from defectlab import ParameterError, Range, did_you_mean
@@ -74,6 +76,36 @@ class TimmClassifier(ClassifierBase):
     def forward_features(self, x: Tensor) -> Tensor:
         """timm's pooled pre-logits embedding (N, num_features)."""
         return self.encoder(x)
+
+    def feature_maps(self, x: Tensor, layers: Sequence[str]) -> list[Tensor]:
+        """The maps (N, C, h, w) of the feature layers named in ``layers``, in that order.
+
+        A layer is a module name of timm's ``feature_info`` ("blocks.3" for a ViT, "stages.1"
+        for a ConvNeXt, "layer2" for a ResNet) or its position in that list as a string ("3";
+        for a ViT the block index). The maps come from timm's ``forward_intermediates`` (a ViT's
+        tokens without the class token, as a grid of side img_size / 16).
+        """
+        if not hasattr(self.encoder, "forward_intermediates"):
+            raise ParameterError(f"timm model {self.model_name!r} has no forward_intermediates, so it gives no "
+                                 f"feature maps; use a model that has it (resnet18, convnext_tiny, vit_small_...)")
+        names = [info["module"] for info in self.encoder.feature_info]
+        if not layers:
+            raise ParameterError(f"layers: name at least one of {', '.join(names)}")
+        wanted = [feature_index(layer, names) for layer in layers]
+        indices = sorted(set(wanted))
+        maps = self.encoder.forward_intermediates(x, indices=indices, intermediates_only=True)
+        by_index = dict(zip(indices, maps, strict=True))
+        return [by_index[i] for i in wanted]
+
+
+def feature_index(layer: str, names: list[str]) -> int:
+    """The position of ``layer`` (a module name or a position as a string) among the feature layers ``names``."""
+    if layer in names:
+        return names.index(layer)
+    if layer.isdigit() and int(layer) < len(names):
+        return int(layer)
+    raise ParameterError(f"layers: unknown name {layer!r}{did_you_mean(layer, names)} (choices: "
+                         f"{', '.join(names)}, or their positions 0-{len(names) - 1})")
 
 
 class VisionTransformer(TimmClassifier):
