@@ -142,3 +142,18 @@ def test_a_model_breaking_the_contract_is_named(defectlab_plugin, tmp_path):
     with pytest.raises(dl.PluginError, match=r"backbone 'wrong_shape_anomaly' of plugin 'wrong_shape' breaks its "
                                              r"contract: an anomaly model's forward\(images\) must return"):
         dl.train(cfg, out=tmp_path / "run")
+
+
+def test_cli_predict_takes_an_anomaly_threshold_above_one_and_refuses_it_for_a_classifier(tiny, tmp_path, run_cli):
+    root = good_and_defect_folder(tmp_path / "parts")
+    dl.train({"data": {"dataset": str(root), "image_size": 16, "split": [0.5, 0.25, 0.25]},
+              "model": {"name": "mean_image_anomaly"}, "evaluators": []}, out=tmp_path / "anomaly")
+    result = run_cli("predict", str(tmp_path / "anomaly"), str(root), "--out", str(tmp_path / "p" / "a.csv"),
+                     "--threshold", "3")
+    assert result.exit_code == 0, result.output
+    assert "18 predicted" in result.output and "a_maps" in result.output
+    dl.train({"data": {"dataset": str(root), "image_size": 16}, "model": {"name": "tiny_cnn"},
+              "train": {"epochs": 1, "progress": False}}, out=tmp_path / "classifier")
+    result = run_cli("predict", str(tmp_path / "classifier"), str(root), "--out", str(tmp_path / "p" / "c.csv"),
+                     "--threshold", "3")
+    assert result.exit_code == 1 and "0 < threshold < 1; got 3" in result.output

@@ -91,9 +91,10 @@ def evaluate_command(run: str, dataset: str | None, split: str, which: str, out:
 @click.option("--out", type=click.Path(dir_okay=False), default="predictions.csv", show_default=True)
 @click.option("--checkpoint", "which", type=click.Choice(["best", "last"]), default="best", show_default=True)
 @click.option("--batch-size", type=click.IntRange(1), default=32, show_default=True)
-@click.option("--threshold", type=click.FloatRange(0, 1, min_open=True, max_open=True),
+@click.option("--threshold", type=click.FloatRange(0, min_open=True),
               help="Segmentation: defect probability above which a pixel is defect (0.5). Detection: score "
-                   "below which a box is left out (the run's best-F1 confidence, else 0.25).")
+                   "below which a box is left out (the run's best-F1 confidence, else 0.25). Anomaly: score from "
+                   "which an image is a defect (the run's best-F1 threshold).")
 @click.option("--slice", "slice_size", type=click.IntRange(16), help="Detection: predict in square slices of N "
               "pixels and merge their boxes (small defects on large images).")
 @click.option("--overlap", type=click.FloatRange(0, 1, max_open=True), default=0.2, show_default=True,
@@ -104,8 +105,9 @@ def predict_command(run: str, images: tuple[str, ...], out: str, which: str, bat
     """Predict IMAGES (files or folders) with a trained RUN and write a CSV of predictions.
 
     A detector also writes the boxes as JSON beside the CSV and draws them on the images
-    (<out>_boxes/); a segmentation model writes masks (<out>_masks/). Exits 1 when no image
-    could be predicted.
+    (<out>_boxes/); a segmentation model writes masks (<out>_masks/); an anomaly model a score,
+    good/defect and an anomaly map per image (<out>_maps/). Exits 1 when no image could be
+    predicted.
     """
     from defectlab.workflows.predict import predict
 

@@ -123,6 +123,8 @@ def predict(run_or_file: str | Path, inputs: Sequence[str | Path], out: str | Pa
     trained = load_trained(run_or_file, which)
     if slice_size is not None and trained.task != "detect":
         raise DataError(f"slicing predicts boxes; this run's task is '{trained.task}' (drop --slice)")
+    if threshold is not None and trained.task != "anomaly" and not 0 < threshold < 1:
+        raise DataError(f"the threshold of a {trained.task} run is a probability, 0 < threshold < 1; got {threshold}")
     if not 0 <= overlap < 1:
         raise DataError(f"overlap is a share of a slice, 0 <= overlap < 1; got {overlap}")
     out = Path(out)
