@@ -45,7 +45,7 @@ from defectlab.plugin_system.errors import (
     WriteError,
     did_you_mean,
 )
-from defectlab.plugin_system.files import atomic_write
+from defectlab.plugin_system.files import atomic_write, write_json, write_text
 from defectlab.plugin_system.hookspecs import hookimpl
 from defectlab.plugin_system.naming import first_few, natural_key
 from defectlab.plugin_system.parameters import Range
@@ -109,7 +109,7 @@ __all__ = [
     "DefectlabError", "ConfigError", "DataError", "ParameterError", "PluginError", "TrainingError",
     "UnknownComponentError", "UnreadableImageError", "WriteError", "did_you_mean",
     # helpers a plugin shares with the core
-    "atomic_write", "pyplot", "save_figure", "format_table", "first_few", "natural_key",
+    "atomic_write", "write_text", "write_json", "pyplot", "save_figure", "format_table", "first_few", "natural_key",
     "image_files", "read_image", "open_image", "open_dataset", "canonical_split", "convert_dataset",
     "WeightReport", "read_state_dict", "load_matching", "resolve_weights", "downloading_weights", "hub_offline",
     "vision_transformer", "draw_boxes",

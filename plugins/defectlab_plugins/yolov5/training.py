@@ -33,6 +33,8 @@ from defectlab import (
     atomic_write,
     did_you_mean,
     init_backbone_from,
+    write_json,
+    write_text,
 )
 from defectlab_plugins.yolov5.detector import BACKBONE_LAYERS, YOLOv5
 from defectlab_plugins.yolov5.environment import ultralytics_module
@@ -145,11 +147,6 @@ def schedule_arguments(settings: Any) -> dict[str, Any]:
                     f"schedule; use 'cosine' (down to train.min_lr) or 'constant'")
 
 
-def _write_text(path: Path, text: str) -> None:
-    with atomic_write(path) as temporary:
-        temporary.write_text(text, encoding="utf-8")
-
-
 def _write_bytes(path: Path, data: bytes) -> None:
     with atomic_write(path) as temporary:
         temporary.write_bytes(data)
@@ -215,7 +212,7 @@ class UltralyticsTraining:
             self.transfer_report = report.to_dict()
             say(report.summary())
         self.detector.take_normalisation(self.data.transform)
-        _write_text(self.folder / "metrics.jsonl", "")
+        write_text(self.folder / "metrics.jsonl", "")
         start = self.engine / START_FILE
         self.engine.mkdir(parents=True, exist_ok=True)
         _save(start, self.detector.ultralytics_checkpoint())
@@ -295,7 +292,7 @@ class UltralyticsTraining:
         kept += [{**record, "best": False} for record in results_records(self.engine / "results.csv",
                                                                          self._train_images())
                  if record["epoch"] <= done and record["epoch"] not in known]
-        _write_text(path, "".join(json.dumps(record) + "\n" for record in sorted(kept, key=lambda r: r["epoch"])))
+        write_text(path, "".join(json.dumps(record) + "\n" for record in sorted(kept, key=lambda r: r["epoch"])))
         self.epochs_done = done
 
     def _after_epoch(self, trainer: Any) -> None:
@@ -379,11 +376,11 @@ class UltralyticsTraining:
         failed write instead of raising."""
         frozen = len(list(self.detector.backbone().parameters())) if self.frozen else 0
         try:
-            _write_text(self.folder / "run.json", json.dumps({
+            write_json(self.folder / "run.json", {
                 "status": status, "message": message, "epochs_done": self.epochs_done, "epochs": self.settings.epochs,
                 "best": self.best, "skipped_images": self.skipped, "transfer": self.transfer_report, "frozen_parameters": frozen,
                 "data": self.data.describe(), "warnings": [], "engine": f"ultralytics {ultralytics_version()}",
-                **extra}, indent=2, default=str))
+                **extra})
         except Exception as exc:  # noqa: BLE001  (a failed status write must not hide the error on its way out)
             if not quiet:
                 raise
@@ -455,7 +452,7 @@ def write_yolo_data(data: Any, out: Path) -> Path:
     if "val" not in splits:
         values["val"] = splits.get("test", splits["train"])
         log.warning("the data have no validation split; ultralytics validates on %s", values["val"])
-    _write_text(config, yaml.safe_dump(values, sort_keys=False))
+    write_text(config, yaml.safe_dump(values, sort_keys=False))
     return config
 
 
