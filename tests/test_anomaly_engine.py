@@ -157,3 +157,47 @@ def test_cli_predict_takes_an_anomaly_threshold_above_one_and_refuses_it_for_a_c
     result = run_cli("predict", str(tmp_path / "classifier"), str(root), "--out", str(tmp_path / "p" / "c.csv"),
                      "--threshold", "3")
     assert result.exit_code == 1 and "0 < threshold < 1; got 3" in result.output
+
+
+def mvtec_category(root, good_train=10, good_test=4, defects=4, size=16):
+    """An MVTec AD category: flat grey good images, 'scratch' images with a bright bar and its mask."""
+    rng = np.random.default_rng(1)
+
+    def save(path, pixels):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(pixels.astype(np.uint8)).save(path)
+
+    for folder, count in (("train/good", good_train), ("test/good", good_test)):
+        for index in range(count):
+            save(root / folder / f"{index:03d}.png", np.clip(rng.normal(100, 5, (size, size)), 0, 255))
+    for index in range(defects):
+        pixels = np.clip(rng.normal(100, 5, (size, size)), 0, 255)
+        mask = np.zeros((size, size))
+        mask[4 + index:7 + index, 2:12] = 255
+        pixels[mask > 0] = 240
+        save(root / "test/scratch" / f"{index:03d}.png", pixels)
+        save(root / "ground_truth/scratch" / f"{index:03d}_mask.png", mask)
+    return root
+
+
+def test_an_mvtec_category_is_fitted_on_train_good_and_scored_with_its_masks(tiny, tmp_path):
+    root = mvtec_category(tmp_path / "cable")
+    run = dl.train({"data": {"dataset": str(root), "image_size": 16, "channels": 1},
+                    "model": {"name": "mean_image_anomaly", "in_chans": 1}}, out=tmp_path / "run")
+    scores = run.scores
+    assert run.status["data"]["splits"]["train"]["size"] == 10  # train/good only; no val split: test it is
+    # every bar is brighter than any good pixel's noise: perfect separation, image and pixel
+    assert scores["image_auroc"] == 1.0 and scores["auroc/scratch"] == 1.0
+    assert scores["pixel_auroc"] > 0.99 and scores["pro"] > 0.9
+    assert (tmp_path / "run" / "eval" / "test" / "score_histogram.png").is_file()
+
+
+def test_a_good_set_without_images_is_one_clear_message(tiny, tmp_path):
+    root = good_and_defect_folder(tmp_path / "parts")
+    rows = [f"{p.relative_to(root).as_posix()},scratch" for p in sorted((root / "scratch").glob("*.png"))]
+    (root / "index.csv").write_text("path,label\n" + "\n".join(rows) + "\n")
+    dataset = {"name": "csv_index", "root": str(root / "index.csv"), "classes": ["good", "scratch"]}
+    with pytest.raises(dl.DataError, match="training split .* is empty.*fitted on the good images, class 'good'"):
+        dl.train({"data": {"dataset": dataset, "image_size": 16}, "model": {"name": "mean_image_anomaly"}},
+                 out=tmp_path / "run")
+    assert not (tmp_path / "run" / "best.pt").exists()
