@@ -15,11 +15,16 @@ one setting each:
 * ``oversample``: ``data.balance = "oversample"`` (plain cross-entropy);
 * ``synthesis``: ``train.tail_synthesis`` with the two rarest classes (1/3 and 2/3) as tail and the
   other settings at their defaults (plain cross-entropy);
-* ``plain``: none of them (not run unless named in ``--methods``).
+* ``synthesis-share1``: the same with ``share = 1`` (as many virtual samples as real ones);
+* ``plain``: none of them.
+
+The last two are run only when named in ``--methods``.
 
 As in benchmarks/elpv.py there is no validation split: best.pt is the epoch of lowest training
-loss, and the test split is scored once with it. Reported: macro-F1 and the 2/3 class's F1 and
-recall on the test split (mean +- std over the seeds) and each run's CPU and wall minutes.
+loss, and the test split is scored with it; last.pt (the last epoch) is scored too, since a loss
+on virtual or resampled samples is not the plain training loss. Reported: macro-F1, the 2/3
+class's F1 and recall and accuracy on the test split (mean +- std over the seeds), and each
+run's CPU and wall minutes of training.
 Finished runs are kept and not repeated when the script is run again with the same --out.
 """
 
@@ -42,6 +47,7 @@ METHODS: dict[str, tuple[str, str, Any] | None] = {
     "weighted": ("loss", "class_weights", "inverse_frequency"),
     "oversample": ("data", "balance", "oversample"),
     "synthesis": ("train", "tail_synthesis", {"rarest": 2}),
+    "synthesis-share1": ("train", "tail_synthesis", {"rarest": 2, "share": 1.0}),
     "plain": None,
 }
 
@@ -74,10 +80,13 @@ def run_once(method: str, args: argparse.Namespace, seed: int) -> dict[str, Any]
         dl.train(config(method, args, seed), out=folder, overwrite=True)
         cost.write_text(json.dumps({"cpu_minutes": (time.process_time() - cpu) / 60,
                                     "wall_minutes": (time.perf_counter() - wall) / 60}))
+    last = folder / "eval-last" / "metrics.json"
+    if not last.is_file():
+        dl.evaluate_run(folder, which="last", out=last.parent, overwrite=True)
     status = json.loads((folder / "run.json").read_text())
-    scores = status["evaluation"]["scores"]
-    return {**{key: scores[key] for key in SCORES.values()}, "best_epoch": status["best"]["epoch"],
-            **json.loads(cost.read_text())}
+    return {"best": {key: status["evaluation"]["scores"][key] for key in SCORES.values()},
+            "last": {key: json.loads(last.read_text())["scores"][key] for key in SCORES.values()},
+            "best_epoch": status["best"]["epoch"], **json.loads(cost.read_text())}
 
 
 def main() -> None:
@@ -95,13 +104,16 @@ def main() -> None:
         parser.error(f"unknown method(s) {', '.join(unknown)}; choose from {', '.join(METHODS)}")
     seeds = [int(s) for s in args.seeds.split(",")]
     results = {m: [run_once(m, args, s) for s in seeds] for m in methods}
-    rows = [[method, *(summary([r[key] for r in runs]) for key in SCORES.values()),
-             "/".join(str(r["best_epoch"]) for r in runs),
-             f"{statistics.mean(r['cpu_minutes'] for r in runs):.1f}",
-             f"{statistics.mean(r['wall_minutes'] for r in runs):.1f}"] for method, runs in results.items()]
     print(f"ELPV 4-class, 75/25 split (data seed 0), ResNet-18 at {args.image_size} px, {args.epochs} epochs, "
           f"seeds {seeds}, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}; test split, % (mean +- std)")
-    print(dl.format_table(["method", *SCORES, "best epochs", "CPU-min/run", "wall-min/run"], rows))
+    for checkpoint, title in (("best", "best.pt (lowest training loss, as benchmarks/elpv.py)"),
+                              ("last", f"last.pt (epoch {args.epochs})")):
+        rows = [[method, *(summary([r[checkpoint][key] for r in runs]) for key in SCORES.values()),
+                 "/".join(str(r["best_epoch"]) for r in runs),
+                 f"{statistics.mean(r['cpu_minutes'] for r in runs):.1f}",
+                 f"{statistics.mean(r['wall_minutes'] for r in runs):.1f}"] for method, runs in results.items()]
+        print(f"\n{title}")
+        print(dl.format_table(["method", *SCORES, "best epochs", "CPU-min/run", "wall-min/run"], rows))
     (args.out / "tail_synthesis.json").write_text(json.dumps(
         {"args": {k: str(v) for k, v in vars(args).items()}, "results": results}, indent=2))
 
