@@ -201,3 +201,9 @@ def test_a_good_set_without_images_is_one_clear_message(tiny, tmp_path):
         dl.train({"data": {"dataset": dataset, "image_size": 16}, "model": {"name": "mean_image_anomaly"}},
                  out=tmp_path / "run")
     assert not (tmp_path / "run" / "best.pt").exists()
+
+
+def test_tail_synthesis_is_refused_for_a_task_without_a_classifier_head(tiny, tmp_path):
+    with pytest.raises(dl.ConfigError, match="train.tail_synthesis: makes virtual features for a classifier's head; "
+                                             "the data are for 'anomaly'"):
+        dl.train(config(train={"tail_synthesis": True}), out=tmp_path / "run")

@@ -233,6 +233,9 @@ def build_stage(config: Mapping[str, Any], splits_csv: Path | None = None) -> tu
         resolved.update(ssl=_as_spec(config["ssl"]), pretrain=resolved_settings(config.get("pretrain", {}),
                                                                                    pretrain_settings))
         return resolved, data, ObjectiveModel(objective), ObjectiveLoss(), []
+    if settings.tail_synthesis is not None and data.task != "classify":
+        raise ConfigError([f"train.tail_synthesis: makes virtual features for a classifier's head; the data are for "
+                           f"'{data.task}'. Remove it from [train]"])
     evaluator_specs = config["evaluators"] if config.get("evaluators") is not None else DEFAULT_EVALUATORS[data.task]
     if data.task in ("detect", "anomaly"):  # a detector computes its own losses; an anomaly model has none
         what = "is a detector and computes its own losses" if data.task == "detect" else "is fitted, not trained " \
