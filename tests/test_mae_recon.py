@@ -77,3 +77,26 @@ def test_a_run_that_is_not_an_mae_pretraining_is_refused(tmp_path, mae_run):
         recon(tmp_path)
     with pytest.raises(dl.DataError, match="does not hold this MAE's tensors.*in_chans and img_size"):
         dl.create("backbone", {"name": "mae_recon", "weights": str(mae_run), "in_chans": 3, "img_size": 32})
+
+
+def test_a_fitted_model_rebuilt_without_its_run_loads_the_pretrained_architecture(mae_run, tmp_path):
+    """predict and evaluate rebuild a model with weights=None: the MAE's small decoder must come back from the
+    checkpoint, not MAE's defaults (8 x 512)."""
+    model = recon(mae_run, samples=2)
+    images = torch.randn(6, 1, 32, 32)
+    model.fit(iter([images]))
+    rebuilt = dl.create("backbone", {"name": "mae_recon", "in_chans": 1, "img_size": 32, "samples": 2})
+    assert rebuilt.mae.decoder_pred.in_features == 512  # MAE's default decoder, before loading
+    rebuilt.load_state_dict(model.state_dict())
+    assert rebuilt.mae.decoder_pred.in_features == 32 and rebuilt.mae.count == 2
+    assert torch.equal(rebuilt(images)["maps"], model(images)["maps"])
+
+
+def test_trained_through_the_engine_and_predicted_from_its_checkpoint(mae_run, tmp_path):
+    data = write_two_class_folder(tmp_path / "cells", per_class=8, size=32)
+    run = dl.train({"data": {"dataset": str(data), "good_class": "dark", "image_size": 32, "channels": 1,
+                             "split": [0.5, 0.5]},
+                    "model": {"name": "mae_recon", "weights": str(mae_run), "samples": 2}}, out=tmp_path / "run")
+    assert run.scores["image_auroc"] >= 0  # evaluated from the rebuilt model
+    trained = dl.load_trained(tmp_path / "run")
+    assert trained.task == "anomaly" and trained.model.mae.decoder_pred.in_features == 32

@@ -82,7 +82,8 @@ class MAEReconstruction(nn.Module):
         spec.pop("num_classes", None)
         if mask_ratio is not None:
             settings["mask_ratio"] = mask_ratio
-        self.mae = MAE(create("backbone", spec, num_classes=2), **settings)
+        self.samples, self.seed = samples, seed
+        self._build(spec, settings)
         if state is not None:
             try:
                 missing = self.mae.load_state_dict(state, strict=False).missing_keys
@@ -91,15 +92,26 @@ class MAEReconstruction(nn.Module):
             if missing:
                 raise DataError(f"mae_recon: the run '{weights}' does not hold this MAE's tensors ({missing[0]}, "
                                 f"...); check in_chans and img_size against the pretraining")
-        self.mae.requires_grad_(False)
         self.standardise, self.blur_sigma = standardise, blur_sigma
         patches = self.mae.grid[0] * self.mae.grid[1]
         self.register_buffer("error_mean", torch.zeros(0))
         self.register_buffer("error_std", torch.ones(patches))
+
+    def _build(self, spec: dict[str, Any], settings: dict[str, Any]) -> None:
+        """The MAE of ``spec`` (its encoder) and ``settings``, frozen, and its ``samples`` masks drawn from ``seed``."""
+        self.spec, self.settings = dict(spec), dict(settings)
+        self.mae = MAE(create("backbone", spec, num_classes=2), **settings).requires_grad_(False)
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            blank = torch.zeros(samples, self.mae.in_chans, *self.mae.img_size)
+            torch.manual_seed(self.seed)
+            blank = torch.zeros(self.samples, self.mae.in_chans, *self.mae.img_size)
             self.register_buffer("masks", self.mae.views(blank)["mask"], persistent=False)
+
+    def get_extra_state(self) -> dict[str, Any]:
+        """The MAE's architecture, saved with the weights: a model rebuilt from a checkpoint (``weights=None``) needs it."""
+        return {"encoder": self.spec, "mae": self.settings}
+
+    def set_extra_state(self, state: dict[str, Any]) -> None:
+        """Nothing left to do: ``_load_from_state_dict`` rebuilt the MAE before its tensors were loaded."""
 
     def train(self, mode: bool = True) -> MAEReconstruction:
         """Always in eval mode: the MAE is a fixed scorer (no dropout, no statistics to update)."""
@@ -131,6 +143,9 @@ class MAEReconstruction(nn.Module):
     def _load_from_state_dict(self, state_dict: dict[str, Tensor], prefix: str, *args: Any, **kwargs: Any) -> None:
         if prefix + "error_mean" in state_dict:  # the fitted statistics' size comes with them
             self.error_mean = torch.empty_like(state_dict[prefix + "error_mean"])
+        saved = state_dict.get(prefix + "_extra_state")
+        if isinstance(saved, dict) and (saved["encoder"], saved["mae"]) != (self.spec, self.settings):
+            self._build(saved["encoder"], saved["mae"])  # the children load into the MAE that was trained
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def forward(self, images: Tensor) -> dict[str, Tensor]:
