@@ -150,7 +150,7 @@ def main() -> None:
                 found = fit(method, init, cells, args, args.out / cells)
                 results[f"{cells}/{method}/{init}"] = found
                 rows.append([cells, method, init, *(f"{100 * found[k]:.1f}" for k in SCORES),
-                             f"{found['fit_seconds']:.0f}", found["memory_bank"] or "-", f"{found['peak_mb']:.0f}",
+                             f"{found['fit_seconds']:.0f}", int(found["memory_bank"] or 0) or "-", f"{found['peak_mb']:.0f}",
                              f"{found['images_per_s']:.1f}"])
     print(f"ELPV, good cells only for the fit, {args.image_size} px; test split, image AUROC %")
     print(dl.format_table(["cells", "method", "network", "prob 1", "prob 2/3", "all defects", "fit s",
