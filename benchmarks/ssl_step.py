@@ -438,25 +438,11 @@ def loss_worker(cfg: dict) -> dict:
 
 def lightly_python(venv: Path, install: bool) -> Path:
     """The lightly venv's interpreter; makes the venv (and installs lightly) when it is missing or broken."""
-    from importlib.metadata import version
+    from reference_venv import reference_python  # beside this script
 
-    python = venv / "bin" / "python"
-    pins = {name: version(name) for name in ("torch", "torchvision", "timm")}
     check = ("import json, lightly, torch, torchvision, timm; "
              "print(json.dumps([lightly.__version__, torch.__version__, torchvision.__version__, timm.__version__]))")
-    ok = python.exists() and subprocess.run([python, "-c", check], capture_output=True, check=False).returncode == 0
-    if ok:
-        return python
-    if not install:
-        sys.exit(f"no working lightly venv at {venv}; run without --no-install to make it")
-    print(f"making the lightly venv at {venv}: {LIGHTLY}, torch=={pins['torch']}, torchvision=="
-          f"{pins['torchvision']}, timm=={pins['timm']} (a few minutes, once)", file=sys.stderr)
-    venv.parent.mkdir(parents=True, exist_ok=True)
-    if not python.exists():
-        subprocess.run([getattr(sys, "_base_executable", sys.executable), "-m", "venv", venv], check=True)
-    subprocess.run([python, "-m", "pip", "install", "-q", LIGHTLY, *(f"{n}=={v}" for n, v in pins.items())],
-                   check=True)
-    return python
+    return reference_python(venv, LIGHTLY, check, install)
 
 
 WORKER_ENV = {"HF_HUB_OFFLINE": "1", "PYTHONWARNINGS": "ignore"}
