@@ -188,6 +188,7 @@ def test_tgfs_losses_stay_finite_for_boxes_thinner_than_the_grid():
     assert all(torch.isfinite(value) for value in losses.values())
 
 
+@torch.no_grad()
 def test_no_regression_output_starts_dead():
     """torchvision starts the ReLU'd box regression at 0, where about half the outputs (and their gradients) are
     0; ours starts each side at one anchor size, so every output is alive at the first step."""
