@@ -327,9 +327,11 @@ class DataModule:
     def _move_defects_out_of_train(self, labels: list[int | None], explicit: dict[str, DefectDataset]) -> None:
         """Anomaly task: defective images the split put in train join test (val when test is its own dataset)."""
         target = next((name for name in ("test", "val") if name not in explicit), None)
+        if target is None:  # val and test are data sets of their own: _check_anomaly_splits refuses the defects
+            return
         moved = 0
         for index, (label, part) in enumerate(zip(labels, self.assignment)):
-            if part == "train" and label != self.good and target is not None:
+            if part == "train" and label != self.good:
                 self.assignment[index] = target
                 moved += 1
         if moved:
@@ -362,8 +364,9 @@ class DataModule:
             labels = self.image_labels.get(id(data)) or [sample.label for sample in data.samples]
             missing = [sample.key for sample, label in zip(data.samples, labels) if label is None]
             if missing:
-                raise DataError(f"{'classification' if self.task == 'classify' else 'an anomaly model'} needs a class label per image, but {len(missing)} image(s) of "
-                                f"{data!r} have none (e.g. {first_few(missing)})")
+                what = "classification" if self.task == "classify" else "an anomaly model"
+                raise DataError(f"{what} needs a class label per image, but {len(missing)} image(s) of {data!r} have "
+                                f"none (e.g. {first_few(missing)})")
         elif self.task == "detect":
             missing = [sample.key for sample in data.samples if sample.boxes is None]
             if missing:

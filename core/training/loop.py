@@ -151,6 +151,9 @@ class Trainer:
         self.warnings: list[str] = []  # what callbacks found worth telling (e.g. a collapsing pretraining)
         self.amp = self.settings.amp and self.device.type == "cuda"
         self.fitted = hasattr(model, "fit")  # an anomaly model: fitted in one pass, no optimiser
+        self.optimizer: torch.optim.Optimizer | None = None
+        self.schedule: torch.optim.lr_scheduler.LRScheduler | None = None
+        self.synthesizer: Any = None  # train.tail_synthesis's queues, built in _prepare
 
     # --- set-up ----------------------------------------------------------------------------------
 
@@ -169,27 +172,28 @@ class Trainer:
         if self.loss is not None:  # a detector computes its own losses
             self.loss.to(self.device)
         distributed.start(self.world, self.device)
-        if self.fitted:
-            if self.world.distributed:
-                raise TrainingError("an anomaly model is fitted in one process; run it without torchrun")
-            self.optimizer = self.schedule = None
-            self.scaler = torch.amp.GradScaler("cuda", enabled=False)
-            return
+        if self.fitted and self.world.distributed:
+            raise TrainingError("an anomaly model is fitted in one process; run it without torchrun")
+        if self.settings.tail_synthesis is not None:  # virtual tail-class features, from the training split
+            from defectlab.training.tail_synthesis import TailSynthesizer
+
+            self.synthesizer = TailSynthesizer.for_trainer(self)
         if self.world.distributed:
             ids = [self.device.index] if self.device.type == "cuda" else None
             # an objective leaves parts of its encoder unused (the backbone's classifier head)
             unused = hasattr(self.model, "param_groups")
             self.model = nn.parallel.DistributedDataParallel(self.model, device_ids=ids, find_unused_parameters=unused)
-        groups = getattr(unwrap(self.model), "param_groups", None)  # an objective groups its own parameters
-        trainable = groups() if groups is not None else [p for p in self.model.parameters() if p.requires_grad]
-        self.optimizer = make_optimizer(trainable, self.settings)
-        self.schedule = make_schedule(self.optimizer, self.settings)
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
+        if not self.fitted:  # a fitted model has nothing to optimise
+            groups = getattr(unwrap(self.model), "param_groups", None)  # an objective groups its own parameters
+            trainable = groups() if groups is not None else [p for p in self.model.parameters() if p.requires_grad]
+            self.optimizer = make_optimizer(trainable, self.settings)
+            self.schedule = make_schedule(self.optimizer, self.settings)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp and not self.fitted)
 
     def _restore(self) -> None:
         state = load_checkpoint(self.folder / "last.pt")
         unwrap(self.model).load_state_dict(state["model"])
-        if self.optimizer is not None:
+        if not self.fitted:
             self.optimizer.load_state_dict(state["optimizer"])
             self.schedule.load_state_dict(state["schedule"])
         self.scaler.load_state_dict(state["scaler"])
@@ -351,11 +355,7 @@ class Trainer:
                 loss = torch.stack(list(parts.values())).sum()
                 for name, value in parts.items():
                     self.parts[name] = self.parts.get(name, 0.0) + float(value.detach()) * len(images)
-            elif self.settings.tail_synthesis is not None:  # virtual tail-class features train the head too
-                from defectlab.training.tail_synthesis import TailSynthesizer
-
-                if getattr(self, "synthesizer", None) is None:  # built at the first step, from the training split
-                    self.synthesizer = TailSynthesizer.for_trainer(self)
+            elif self.synthesizer is not None:  # virtual tail-class features train the head too
                 loss = checked_loss(self.loss, self.synthesizer.loss(self.model, self.loss, images, targets, epoch))
             else:
                 loss = checked_loss(self.loss, self.loss(checked_logits(self.model, self.model(images)), targets))
@@ -447,9 +447,9 @@ class Trainer:
     # --- bookkeeping -----------------------------------------------------------------------------
 
     def _checkpoint_state(self) -> dict[str, Any]:
-        fitted = self.optimizer is None
-        return {"model": unwrap(self.model).state_dict(), "optimizer": None if fitted else self.optimizer.state_dict(),
-                "schedule": None if fitted else self.schedule.state_dict(), "scaler": self.scaler.state_dict(), "epoch": self.epoch,
+        optimizer, schedule = (None, None) if self.fitted else (self.optimizer.state_dict(), self.schedule.state_dict())
+        return {"model": unwrap(self.model).state_dict(), "optimizer": optimizer, "schedule": schedule,
+                "scaler": self.scaler.state_dict(), "epoch": self.epoch,
                 "best": dict(self.best), "bad_evaluations": self.bad_evaluations, "skipped": list(self.skipped),
                 "transfer_report": self.transfer_report, "settings": self.settings.to_dict(), **self.extra}
 

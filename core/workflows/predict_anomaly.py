@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -15,18 +14,16 @@ def run_threshold(checkpoint: Path) -> float:
 
     A DataError when the run has neither (it was not evaluated): predict then needs ``--threshold``.
     """
+    from defectlab.runs.run import Run
+
     folder = checkpoint.parent
-    metrics = folder / "metrics.jsonl"
-    lines = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()] if metrics.is_file() else []
-    found = [line["val/threshold"] for line in lines if isinstance(line.get("val/threshold"), (int, float))]
-    for evaluation in sorted(folder.glob("eval/*/metrics.json")):
-        value = json.loads(evaluation.read_text()).get("scores", {}).get("threshold")
-        if isinstance(value, (int, float)):
-            found.append(value)
-    if not found:
-        raise DataError(f"the run of '{checkpoint}' holds no score threshold (it was never evaluated on images of "
-                        f"both kinds); give one with --threshold")
-    return float(found[0])
+    if (folder / "config.json").is_file():
+        run = Run(folder)
+        for value in [line.get("val/threshold") for line in run.metrics] + [run.scores.get("threshold")]:
+            if isinstance(value, (int, float)):
+                return float(value)
+    raise DataError(f"the run of '{checkpoint}' holds no score threshold (it was never evaluated on images of "
+                    f"both kinds); give one with --threshold")
 
 
 def anomaly_rows(output: dict[str, Any], kept: list[tuple[Path, str]], sizes: list[tuple[int, int]],
