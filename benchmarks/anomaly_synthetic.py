@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import defectlab as dl
+from seeded_runs import summary
 
 SCORES = ("image_auroc", "pixel_auroc", "pro", "f1")
 
@@ -35,11 +36,6 @@ def run_once(method: str, seed: int, args: argparse.Namespace) -> dict[str, Any]
     record = json.loads((folder / "metrics.jsonl").read_text().splitlines()[0])
     scores = dl.Run(folder).scores
     return {**{k: scores.get(k, float("nan")) for k in SCORES}, "fit_seconds": record["seconds"]}
-
-
-def summary(values: list[float]) -> str:
-    spread = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{100 * statistics.mean(values):.1f} +- {100 * spread:.1f}"
 
 
 def main() -> None:

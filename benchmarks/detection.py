@@ -21,11 +21,11 @@ import argparse
 import importlib.util
 import json
 import statistics
-import time
 from pathlib import Path
 from typing import Any
 
 import defectlab as dl
+from seeded_runs import summary, timed_train
 
 SCORES = ("map_50", "map", "map_small", "map_medium", "map_large")
 METHODS: dict[str, dict[str, Any]] = {
@@ -51,19 +51,9 @@ def config(method: str, args: argparse.Namespace, seed: int) -> dict[str, Any]:
 def run_once(method: str, args: argparse.Namespace, seed: int) -> dict[str, Any]:
     """The scores and cost of one (method, seed), from its finished run if there is one."""
     folder = args.out / f"{method}-seed{seed}"
-    cost = folder / "benchmark.json"
-    if not cost.is_file():
-        wall, cpu = time.perf_counter(), time.process_time()
-        dl.train(config(method, args, seed), out=folder, overwrite=True)
-        cost.write_text(json.dumps({"cpu_minutes": (time.process_time() - cpu) / 60,
-                                    "wall_minutes": (time.perf_counter() - wall) / 60}))
+    cost = timed_train(config(method, args, seed), folder)
     scores = json.loads((folder / "run.json").read_text())["evaluation"]["scores"]
-    return {**{k: scores.get(k, float("nan")) for k in SCORES}, **json.loads(cost.read_text())}
-
-
-def summary(values: list[float]) -> str:
-    spread = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{100 * statistics.mean(values):.1f} +- {100 * spread:.1f}"
+    return {**{k: scores.get(k, float("nan")) for k in SCORES}, **cost}
 
 
 def main() -> None:

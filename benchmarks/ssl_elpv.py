@@ -18,11 +18,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import time
 from pathlib import Path
 
 import defectlab as dl
+from seeded_runs import summary
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 SCORES = ("balanced_accuracy", "macro_f1", "accuracy")
@@ -86,10 +86,6 @@ def main() -> None:
             for score in SCORES:
                 results.setdefault(key, {}).setdefault(score, []).append(run.scores[score])
     cost["downstream (all seeds)"] = cpu_minutes(started)
-
-    def summary(values: list[float]) -> str:
-        spread = statistics.stdev(values) if len(values) > 1 else 0.0
-        return f"{100 * statistics.mean(values):.1f} +- {100 * spread:.1f}"
 
     rows = [[*key, *(summary(scores[s]) for s in SCORES)] for key, scores in sorted(results.items())]
     print(dl.format_table(["labels", "init", "protocol", *(f"{s} %" for s in SCORES)], rows))

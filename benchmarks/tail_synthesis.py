@@ -34,12 +34,11 @@ import argparse
 import json
 import os
 import statistics
-import time
 from pathlib import Path
 from typing import Any
 
 import defectlab as dl
-from detection import summary  # mean +- std in %, from benchmarks/detection.py beside this script
+from seeded_runs import summary, timed_train
 
 SCORES = {"macro-F1": "macro_f1", "F1 2/3": "f1/2/3", "recall 2/3": "recall/2/3", "accuracy": "accuracy"}
 #: What each method changes in the shared config: (section, setting, value).
@@ -74,19 +73,14 @@ def config(method: str, args: argparse.Namespace, seed: int) -> dict[str, Any]:
 def run_once(method: str, args: argparse.Namespace, seed: int) -> dict[str, Any]:
     """The test scores and cost of one (method, seed), from its finished run if there is one."""
     folder = args.out / f"{method}-seed{seed}"
-    cost = folder / "benchmark.json"
-    if not cost.is_file():
-        wall, cpu = time.perf_counter(), time.process_time()
-        dl.train(config(method, args, seed), out=folder, overwrite=True)
-        cost.write_text(json.dumps({"cpu_minutes": (time.process_time() - cpu) / 60,
-                                    "wall_minutes": (time.perf_counter() - wall) / 60}))
+    cost = timed_train(config(method, args, seed), folder)
     last = folder / "eval-last" / "metrics.json"
     if not last.is_file():
         dl.evaluate_run(folder, which="last", out=last.parent, overwrite=True)
     status = json.loads((folder / "run.json").read_text())
     return {"best": {key: status["evaluation"]["scores"][key] for key in SCORES.values()},
             "last": {key: json.loads(last.read_text())["scores"][key] for key in SCORES.values()},
-            "best_epoch": status["best"]["epoch"], **json.loads(cost.read_text())}
+            "best_epoch": status["best"]["epoch"], **cost}
 
 
 def main() -> None:
