@@ -120,7 +120,7 @@ def test_predicted_masks_keep_folders_apart(tiny, tmp_path, run_cli):
 
 
 def test_unique_names_for_inputs_that_collide(tmp_path):
-    from defectlab.workflows.predict import image_inputs
+    from defectlab.runtime.writing import image_inputs
 
     for name in ("a/x.png", "b/x.png"):
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)

@@ -11,8 +11,8 @@ import defectlab
 
 ROOT = Path(__file__).resolve().parents[1]
 CORE, PLUGINS = ROOT / "core", ROOT / "plugins" / "defectlab_plugins"
-#: Each layer may import its own and lower ranks; cli -> workflows -> training -> data, runs -> plugin_system.
-RANKS = {"plugin_system": 0, "data": 1, "runs": 1, "training": 2, "workflows": 3, "cli": 4}
+#: Each layer may import its own and lower ranks; cli -> workflows -> training, runtime -> data, runs -> plugin_system.
+RANKS = {"plugin_system": 0, "data": 1, "runs": 1, "runtime": 2, "training": 2, "workflows": 3, "cli": 4}
 TOP = 5  # defectlab/__init__.py and __main__.py: the public API and the entry point
 
 
