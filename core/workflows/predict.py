@@ -25,6 +25,7 @@ class TrainedModel:
     classes: list[str]
     transform: dict[str, Any]
     checkpoint: Path
+    model_spec: dict[str, Any] | None = None
 
 
 def load_trained(run_or_file: str | Path, which: str = "best") -> TrainedModel:
@@ -42,7 +43,7 @@ def load_trained(run_or_file: str | Path, which: str = "best") -> TrainedModel:
     model = create("backbone", state["model_spec"])
     model.load_state_dict(state["model"])
     model.eval()
-    return TrainedModel(model, state["task"], state["classes"], state["transform"], file)
+    return TrainedModel(model, state["task"], state["classes"], state["transform"], file, state["model_spec"])
 
 
 class TorchPredictor:

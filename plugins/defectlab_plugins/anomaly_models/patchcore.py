@@ -19,9 +19,11 @@ def nearest_neighbours(queries: Tensor, bank: Tensor, k: int = 1) -> tuple[Tenso
     """The ``k`` rows of ``bank`` (M, D) nearest to each of ``queries`` (Q, D): distances and indices, (Q, k) each.
 
     Neighbours are searched with ``torch.cdist`` in blocks of queries (at most DISTANCE_BLOCK
-    distances at a time); the distances returned are recomputed exactly from the rows found.
+    distances at a time; one block while exporting, where the batch size is not known); the
+    distances returned are recomputed exactly from the rows found.
     """
-    rows = max(1, DISTANCE_BLOCK // max(1, len(bank)))
+    # exporting, the batch size is a symbol: one block by a bound no batch reaches (len(queries) would fix it)
+    rows = 1 << 62 if torch.compiler.is_exporting() else max(1, DISTANCE_BLOCK // max(1, len(bank)))
     indices = torch.cat([torch.cdist(block, bank).topk(k, dim=1, largest=False).indices
                          for block in queries.split(rows)])
     distances = torch.linalg.vector_norm(queries[:, None, :] - bank[indices], dim=-1)

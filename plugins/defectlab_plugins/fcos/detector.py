@@ -11,8 +11,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 from torchvision.models.detection import FCOS
+from torchvision.models.detection.image_list import ImageList
 from torchvision.models.detection.backbone_utils import resnet_fpn_backbone
 from torchvision.models.detection.transform import GeneralizedRCNNTransform
 from torchvision.ops.feature_pyramid_network import LastLevelP6P7
@@ -64,6 +66,35 @@ class FCOSDetector(TaskGuidedSelection, FCOS):
     def forward(self, images: Tensor | list[Tensor], targets: list[dict[str, Tensor]] | None = None) -> Any:
         """Training: the named losses of ``images`` (N, C, H, W) against ``targets``; eval: their detections."""
         return super().forward(list(images), targets)
+
+    def export_outputs(self, images: Tensor) -> dict[str, Tensor]:
+        """Every anchor's decoded box (N, A, 4), clipped to the image, and its class scores (N, A, K) =
+        sqrt(sigmoid(class) * sigmoid(centre-ness)): what ``postprocess_detections`` selects from, as tensors
+        of a fixed shape that an exported graph can return."""
+        height, width = images.shape[-2:]
+        padded = self._padded(images)
+        features = list(self.backbone(padded).values())
+        head = self.head(features)
+        anchors = self.anchor_generator(ImageList(padded[:1], [(height, width)]), [f[:1] for f in features])[0]
+        boxes = self.box_coder.decode(head["bbox_regression"], anchors)
+        boxes = torch.stack([boxes[..., 0].clamp(0, width), boxes[..., 1].clamp(0, height),
+                             boxes[..., 2].clamp(0, width), boxes[..., 3].clamp(0, height)], -1)
+        scores = torch.sqrt(torch.sigmoid(head["cls_logits"]) * torch.sigmoid(head["bbox_ctrness"]))
+        return {"boxes": boxes, "scores": scores}
+
+    def export_postprocess(self, image_size: tuple[int, int]) -> dict[str, Any]:
+        """torchvision's selection for :func:`defectlab.runtime.detections.dense_detections`: pairs above
+        score_thresh, the best topk_candidates per level, class-wise NMS, detections_per_img."""
+        with torch.no_grad():
+            features = self.backbone(self._padded(torch.zeros(1, self.backbone.body.conv1.in_channels, *image_size)))
+        return {"score_threshold": self.score_thresh, "iou": self.nms_thresh,
+                "max_detections": self.detections_per_img, "level_topk": self.topk_candidates,
+                "levels": [int(f.shape[-2] * f.shape[-1]) for f in features.values()]}
+
+    def _padded(self, images: Tensor) -> Tensor:
+        """The batch padded with zeros at the bottom and right to a multiple of 32, as the detection transform pads."""
+        height, width = images.shape[-2:]
+        return nn.functional.pad(images, (0, (-width) % 32, 0, (-height) % 32))
 
     def compute_loss(self, targets: list[dict[str, Tensor]], head_outputs: dict[str, Tensor], anchors: list[Tensor],
                      num_anchors_per_level: list[int]) -> dict[str, Tensor]:

@@ -12,6 +12,7 @@ ultralytics' own trainer instead (:meth:`YOLOv5.train_externally`).
 
 from __future__ import annotations
 
+import inspect
 import logging
 import zipfile
 from collections.abc import Mapping, Sequence
@@ -115,6 +116,21 @@ class YOLOv5(nn.Module):
             boxes[:, 1::2] = boxes[:, 1::2].clamp(0, height)
             result.append({"boxes": boxes, "scores": rows[:, 4].float(), "labels": rows[:, 5].long()})
         return result
+
+    def export_outputs(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Every anchor point's box (N, A, 4) as x1, y1, x2, y2 and class scores (N, A, K): what ultralytics' NMS
+        selects from, as tensors of a fixed shape that an exported graph can return."""
+        raw = self.model(self.pixels(images))
+        dense = (raw[0] if isinstance(raw, (tuple, list)) else raw).transpose(1, 2)
+        centre, half = dense[..., :2], dense[..., 2:4] / 2
+        return {"boxes": torch.cat([centre - half, centre + half], -1), "scores": dense[..., 4:]}
+
+    def export_postprocess(self, image_size: tuple[int, int]) -> dict[str, Any]:
+        """ultralytics' selection (see :meth:`detections`) for :func:`defectlab.runtime.detections.dense_detections`."""
+        nms = ultralytics_module("ultralytics.utils.nms")
+        max_nms = inspect.signature(nms.non_max_suppression).parameters["max_nms"].default
+        return {"score_threshold": self.conf, "iou": self.iou, "max_detections": self.max_det,
+                "max_candidates": int(max_nms), "clip_after_nms": True}
 
     def losses(self, x: torch.Tensor, targets: Sequence[Mapping[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
         """ultralytics' detection loss (task-aligned assignment; box, cls and dfl terms with its gains), per image."""

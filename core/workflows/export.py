@@ -1,0 +1,274 @@
+"""``defectlab export``: a run's model as one ONNX or TorchScript file with its preprocessing inside, checked.
+
+The file takes raw uint8 images (:mod:`defectlab.workflows.export_graph`) and carries its facts
+as metadata (:mod:`defectlab.runtime.exported`). ONNX files come from torch's dynamo exporter;
+a model it cannot capture falls back to the TorchScript-based ("legacy") exporter, and the file
+and the summary say which was used. After writing, the file and the run's PyTorch model predict
+the run's own validation images and :func:`~defectlab.workflows.parity.check_parity` compares
+them; a file that disagrees beyond the tolerance is kept under a ``.failed`` name and reported.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import json
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from defectlab.plugin_system.errors import DataError, DefectlabError, ParameterError
+from defectlab.plugin_system.files import atomic_write
+from defectlab.plugin_system.version import VERSION
+from defectlab.runtime.exported import METADATA_KEY, OUTPUT_NAMES, SUFFIXES, load_exported
+from defectlab.runtime.predicting import checked_settings
+from defectlab.workflows.parity import Parity, check_parity, run_images
+from defectlab.workflows.predict import TorchPredictor, TrainedModel, default_threshold, load_trained
+
+log = logging.getLogger(__name__)
+
+FORMATS = tuple(SUFFIXES)
+EXPORTERS = ("auto", "dynamo", "legacy")
+#: The oldest ONNX opset with an antialiased Resize, which the preprocessing needs.
+MIN_OPSET = 18
+DEFAULT_OPSET = 18
+#: Images of the run's validation split the parity check predicts by default.
+PARITY_IMAGES = 64
+
+
+class ExportError(DefectlabError):
+    """The model could not be exported, or the exported file disagrees with the run."""
+
+
+@dataclass(frozen=True)
+class Exported:
+    """What :func:`export` wrote: the file, its format, the exporter used, and the parity check's result."""
+
+    path: Path
+    format: str
+    exporter: str
+    metadata: dict[str, Any]
+    parity: Parity | None
+
+    def summary(self) -> str:
+        size = self.path.stat().st_size / 2 ** 20
+        lines = [f"wrote {self.path} ({self.format}, {self.exporter} exporter, {size:.1f} MiB)"]
+        if self.parity is not None:
+            lines.append(self.parity.summary())
+        return "\n".join(lines)
+
+
+def export(run: str | Path, file_format: str = "onnx", out: str | Path | None = None, *, which: str = "best",
+           opset: int = DEFAULT_OPSET, exporter: str = "auto", threshold: float | None = None, check: bool = True,
+           images: int = PARITY_IMAGES, tolerance: float | None = None, overwrite: bool = False) -> Exported:
+    """Export a run's model to ``out`` (default ``RUN/<which>.onnx`` or ``.torchscript``) and check it.
+
+    ``opset`` (ONNX, at least 18) and ``exporter`` ('auto': dynamo, else legacy) choose how the
+    ONNX file is made. ``threshold`` replaces the decision threshold the file carries (default:
+    the one ``predict`` uses for the run). With ``check`` the file and the run predict up to ``images`` of the
+    run's validation images; an ExportError when they differ beyond ``tolerance`` (default per
+    task, :data:`~defectlab.workflows.parity.TOLERANCES`).
+    """
+    if file_format not in FORMATS:
+        raise ParameterError(f"unknown export format {file_format!r}; choose one of {', '.join(FORMATS)}")
+    if exporter not in EXPORTERS:
+        raise ParameterError(f"unknown exporter {exporter!r}; choose one of {', '.join(EXPORTERS)}")
+    if file_format == "onnx" and opset < MIN_OPSET:
+        raise ParameterError(f"opset {opset} is too old: the preprocessing's antialiased resize needs opset "
+                             f"{MIN_OPSET} or newer")
+    trained = load_trained(run, which)
+    checked_settings(trained.task, threshold, None, 0.0)
+    target = Path(out) if out is not None else trained.checkpoint.with_suffix(SUFFIXES[file_format])
+    if target.suffix != SUFFIXES[file_format]:
+        raise ParameterError(f"--out {target} should end in {SUFFIXES[file_format]} for the {file_format} format")
+    if target.exists() and not overwrite:
+        raise DataError(f"{target} already exists; choose another --out, or pass --overwrite to replace it")
+    samples = run_images(trained, images) if check else []
+    threshold = default_threshold(trained) if threshold is None else threshold
+    metadata = export_metadata(trained, threshold, file_format, opset if file_format == "onnx" else None)
+    example = _example_batch(trained, samples)
+    with atomic_write(target) as temporary:
+        if file_format == "onnx":
+            used = write_onnx(trained, threshold, metadata, example, temporary, opset, exporter)
+        else:
+            used = write_torchscript(trained, threshold, metadata, example, temporary)
+    metadata["exporter"] = used
+    parity = None
+    if check:
+        parity = check_parity(TorchPredictor(trained), load_exported(target), samples, threshold, tolerance)
+        if not parity.passed:
+            failed = target.with_name(target.name + ".failed")
+            target.replace(failed)
+            raise ExportError(f"the exported model disagrees with the run, so it was moved to {failed}:\n"
+                              f"{parity.summary()}")
+    return Exported(target, file_format, used, metadata, parity)
+
+
+def export_metadata(trained: TrainedModel, threshold: float | None, file_format: str, opset: int | None
+                    ) -> dict[str, Any]:
+    """The facts an exported file carries (see :mod:`defectlab.runtime.exported`)."""
+    size = trained.transform["image_size"]
+    postprocess = None
+    if trained.task == "detect":
+        if not hasattr(trained.model, "export_postprocess"):
+            raise _not_exportable(trained)
+        postprocess = dict(trained.model.export_postprocess(tuple(_pair(size))))
+    return {"format_version": 1, "defectlab_version": VERSION, "task": trained.task, "classes": trained.classes,
+            "threshold": threshold, "image_size": list(_pair(size)), "transform": trained.transform,
+            "input": {"name": "images", "dtype": "uint8", "layout": "NHWC", "channels": [1, 3]},
+            "outputs": list(OUTPUT_NAMES[trained.task]), "postprocess": postprocess, "model": trained.model_spec,
+            "run": str(trained.checkpoint.parent), "checkpoint": trained.checkpoint.name, "format": file_format,
+            "opset": opset, "exported_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+
+
+def _pair(size: Any) -> tuple[int, int]:
+    return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+
+
+def _not_exportable(trained: TrainedModel) -> ExportError:
+    name = type(trained.model).__name__
+    return ExportError(f"the detector {name} cannot be exported: a detection backbone needs export_outputs(images) "
+                       f"(boxes and scores before NMS) and export_postprocess(image_size) (the NMS settings); see "
+                       f"docs/kinds/backbone.md")
+
+
+def _example_batch(trained: TrainedModel, samples: list[Any]) -> Any:
+    """Two RGB images to trace with: the first validation image's size if there is one (never the network's own
+    size, where the resize would vanish from a traced graph; never one channel, a size the exporter would fix)."""
+    import torch
+
+    height, width = _pair(trained.transform["image_size"])
+    if samples:
+        height, width = samples[0].shape[:2]
+    if (height, width) == _pair(trained.transform["image_size"]):
+        height, width = height + 7, width + 5
+    return torch.randint(0, 256, (2, height, width, 3), dtype=torch.uint8,
+                         generator=torch.Generator().manual_seed(0))
+
+
+def write_onnx(trained: TrainedModel, threshold: float | None, metadata: dict[str, Any], example: Any, path: Path,
+               opset: int, exporter: str) -> str:
+    """The ONNX file at ``path`` with metadata, checked by onnx's checker; returns the exporter used."""
+    import torch
+
+    from defectlab.workflows.export_graph import inference_graph
+
+    graph = inference_graph(trained.model, trained.task, trained.transform, threshold)
+    names = list(OUTPUT_NAMES[trained.task])
+    used, reason = "dynamo", None
+    if exporter in ("auto", "dynamo"):
+        try:
+            with torch.no_grad(), _exportable_ops():
+                dims = {axis: torch.export.Dim(name, min=low, max=high) for axis, (name, low, high) in
+                        enumerate([("batch", 1, 4096), ("height", 2, 16384), ("width", 2, 16384), ("channels", 1, 3)])}
+                program = torch.export.export(graph, (example,), dynamic_shapes=(dims,), strict=False)
+                torch.onnx.export(program, (example,), str(path), dynamo=True, opset_version=opset,
+                                  input_names=["images"], output_names=names, external_data=False, verbose=False)
+        except Exception as exc:  # torch.export and the translation raise many kinds; the legacy one may still work
+            if exporter == "dynamo":
+                raise ExportError(f"the dynamo exporter cannot export this model ({type(exc).__name__}: "
+                                  f"{_first_line(exc)}); try --exporter legacy") from exc
+            used, reason = "legacy", f"{type(exc).__name__}: {_first_line(exc)}"
+            log.info("the dynamo exporter failed (%s); using the legacy exporter", reason)
+    else:
+        used = "legacy"
+    if used == "legacy":
+        _register_antialiased_resize()
+        axes = {"images": {0: "batch", 1: "height", 2: "width", 3: "channels"}, **{name: {0: "batch"} for name in names}}
+        try:
+            with torch.no_grad():
+                torch.onnx.export(graph, (example,), str(path), dynamo=False, opset_version=opset,
+                                  input_names=["images"], output_names=names, dynamic_axes=axes)
+        except Exception as exc:  # the last exporter: say what failed in one line
+            raise ExportError(f"neither ONNX exporter can export this model; legacy: {type(exc).__name__}: "
+                              f"{_first_line(exc)}" + (f"; dynamo: {reason}" if reason else "")) from exc
+    metadata["exporter"] = used
+    _add_metadata(path, metadata)
+    return used
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:300] if text else ""
+
+
+def _add_metadata(path: Path, metadata: dict[str, Any]) -> None:
+    import onnx
+
+    model = onnx.load(str(path))
+    del model.metadata_props[:]
+    entry = model.metadata_props.add()
+    entry.key, entry.value = METADATA_KEY, json.dumps(metadata)
+    model.producer_name, model.producer_version = "defectlab", VERSION
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+
+
+@contextlib.contextmanager
+def _exportable_ops() -> Iterator[None]:
+    """While capturing for ONNX: ``torch.cdist``, which has no ONNX translation, as its matrix-product form."""
+    import torch
+
+    def cdist(x1: Any, x2: Any, p: float = 2.0, compute_mode: str | None = None) -> Any:
+        if p != 2.0:
+            raise ExportError(f"torch.cdist with p={p} has no ONNX form here (only p=2)")
+        squared = (x1 * x1).sum(-1, keepdim=True) - 2 * x1 @ x2.transpose(-1, -2) + (x2 * x2).sum(-1).unsqueeze(-2)
+        return squared.clamp_min(0).sqrt()
+
+    class Replaced(torch.overrides.TorchFunctionMode):
+        def __torch_function__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+            if func is torch.cdist:
+                return cdist(*args, **(kwargs or {}))
+            return func(*args, **(kwargs or {}))
+
+    with Replaced():
+        yield
+
+
+_RESIZE_REGISTERED: list[bool] = []
+
+
+def _register_antialiased_resize() -> None:
+    """Teach the legacy exporter Pillow-like antialiased bilinear resizing (ONNX Resize, antialias=1, opset 18)."""
+    if _RESIZE_REGISTERED:
+        return
+    import torch
+    from torch.onnx import register_custom_op_symbolic
+
+    def resize(g: Any, x: Any, output_size: Any, align_corners: Any, scales_h: Any = None, scales_w: Any = None
+               ) -> Any:
+        leading = g.op("Slice", g.op("Shape", x), g.op("Constant", value_t=torch.tensor([0])),
+                       g.op("Constant", value_t=torch.tensor([2])))
+        sizes = g.op("Concat", leading, output_size, axis_i=0)
+        empty = g.op("Constant", value_t=torch.tensor([], dtype=torch.float32))
+        return g.op("Resize", x, empty, empty, sizes, antialias_i=1, coordinate_transformation_mode_s="half_pixel",
+                    mode_s="linear", exclude_outside_i=1)
+
+    register_custom_op_symbolic("aten::_upsample_bilinear2d_aa", resize, MIN_OPSET)
+    _RESIZE_REGISTERED.append(True)
+
+
+def write_torchscript(trained: TrainedModel, threshold: float | None, metadata: dict[str, Any], example: Any,
+                      path: Path) -> str:
+    """The TorchScript file at ``path``: the network traced at its input size inside a scripted graph that
+    holds the preprocessing and the task's answer; the metadata as the extra file ``defectlab.json``."""
+    import torch
+
+    from defectlab.workflows.export_graph import Preprocessing, inference_graph, network_of
+
+    size = _pair(trained.transform["image_size"])
+    prepare = Preprocessing(size, trained.transform.get("channels", 3), trained.transform.get("normalize", "imagenet"))
+    with torch.no_grad():
+        traced = torch.jit.trace(network_of(trained.model, trained.task).eval(), prepare(example),
+                                 check_trace=False, strict=False)
+        try:
+            scripted = torch.jit.script(inference_graph(trained.model, trained.task, trained.transform, threshold,
+                                                        network=traced))
+        except Exception as exc:  # TorchScript's compiler errors come in several classes
+            raise ExportError(f"TorchScript cannot compile the graph ({type(exc).__name__}: {_first_line(exc)}); "
+                              f"export to ONNX instead") from exc
+    metadata["exporter"] = "torchscript"
+    torch.jit.save(scripted, str(path), _extra_files={"defectlab.json": json.dumps(metadata)})
+    return "torchscript"

@@ -1,0 +1,143 @@
+"""The network an export writes: raw uint8 images in, the run's preprocessing, the model, the task's answer out.
+
+Preprocessing follows :class:`~defectlab.data.transforms.ImageTransform` step for step:
+bilinear resize (antialiased like Pillow's, rounded to whole grey levels as Pillow's uint8
+output is), grey/RGB conversion (luminance weights of ITU-R 601, or grey repeated), then the
+normalisation. Input: ``images`` uint8 (N, H, W, C), any N, H, W, and C 1 or 3. Outputs by task
+(:data:`defectlab.runtime.exported.OUTPUT_NAMES`):
+
+- classify: ``probabilities`` (N, classes) softmax, ``labels`` (N,) int64 argmax;
+- segment: ``probabilities`` (N, h, w) sigmoid or (N, K, h, w) softmax, ``mask`` (N, h, w) uint8
+  (1 above the threshold; for K classes the class index);
+- anomaly: ``scores`` (N,), ``maps`` (N, h, w), ``defect`` (N,) bool (score >= threshold);
+- detect: ``boxes`` (N, A, 4) x1, y1, x2, y2 and ``scores`` (N, A, classes) for every anchor,
+  from the backbone's ``export_outputs``; the runtime's NMS makes detections of them.
+
+(h, w) is the network's input size; boxes are in its pixels.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from defectlab.data.transforms import GREY_MEAN, GREY_STD, IMAGENET_MEAN, IMAGENET_STD, LUMINANCE
+
+
+class Preprocessing(nn.Module):
+    """uint8 (N, H, W, C) images to the normalised (N, channels, height, width) batch the network takes."""
+
+    def __init__(self, size: tuple[int, int], channels: int, normalize: str) -> None:
+        super().__init__()
+        self.size, self.channels = [int(size[0]), int(size[1])], int(channels)
+        if normalize == "imagenet":
+            mean, std = (IMAGENET_MEAN, IMAGENET_STD) if channels == 3 else ((GREY_MEAN,), (GREY_STD,))
+        else:
+            mean, std = (0.0,) * channels, (1.0,) * channels
+        self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1))
+        self.register_buffer("luminance", torch.tensor(LUMINANCE))
+
+    def forward(self, images: Tensor) -> Tensor:
+        x = images.permute(0, 3, 1, 2).float()
+        x = F.interpolate(x, size=self.size, mode="bilinear", align_corners=False, antialias=True)
+        x = x.round().clamp(0.0, 255.0) / 255.0
+        c = x.shape[1]
+        if self.channels == 3:  # channel c // 2 and c - 1 are 0 for grey input, 1 and 2 for RGB
+            x = torch.cat([x[:, :1], x[:, c // 2:c // 2 + 1], x[:, c - 1:]], 1)
+        else:  # 0.299 R + 0.587 G + 0.114 B, or the grey channel itself
+            weights = self.luminance[:c].view(1, -1, 1, 1)
+            x = (x * weights).sum(1, keepdim=True) / weights.sum()
+        return (x - self.mean) / self.std
+
+
+class AnomalyOutputs(nn.Module):
+    """An anomaly model's ``{"scores", "maps"}`` as a tuple."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        out = self.model(x)
+        return out["scores"].float(), out["maps"].float()
+
+
+class DenseDetections(nn.Module):
+    """A detector's ``export_outputs``: boxes (N, A, 4) and scores (N, A, K) before NMS."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        out = self.model.export_outputs(x)
+        return out["boxes"].float(), out["scores"].float()
+
+
+class ClassifierGraph(nn.Module):
+    def __init__(self, prepare: Preprocessing, network: nn.Module, threshold: float) -> None:
+        super().__init__()
+        self.prepare, self.network = prepare, network
+
+    def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
+        probabilities = torch.softmax(self.network(self.prepare(images)).float(), 1)
+        return probabilities, probabilities.argmax(1)
+
+
+class SegmenterGraph(nn.Module):
+    def __init__(self, prepare: Preprocessing, network: nn.Module, threshold: float) -> None:
+        super().__init__()
+        self.prepare, self.network, self.threshold = prepare, network, float(threshold)
+
+    def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
+        logits = self.network(self.prepare(images)).float()
+        if logits.shape[1] == 1:
+            probabilities = torch.sigmoid(logits[:, 0])
+            return probabilities, (probabilities > self.threshold).to(torch.uint8)
+        probabilities = torch.softmax(logits, 1)
+        return probabilities, probabilities.argmax(1).to(torch.uint8)
+
+
+class AnomalyGraph(nn.Module):
+    def __init__(self, prepare: Preprocessing, network: nn.Module, threshold: float) -> None:
+        super().__init__()
+        self.prepare, self.network, self.threshold = prepare, network, float(threshold)
+
+    def forward(self, images: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        scores, maps = self.network(self.prepare(images))
+        return scores, maps, scores >= self.threshold
+
+
+class DetectorGraph(nn.Module):
+    def __init__(self, prepare: Preprocessing, network: nn.Module, threshold: float) -> None:
+        super().__init__()
+        self.prepare, self.network = prepare, network
+
+    def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
+        return self.network(self.prepare(images))
+
+
+GRAPHS = {"classify": ClassifierGraph, "segment": SegmenterGraph, "anomaly": AnomalyGraph, "detect": DetectorGraph}
+ADAPTERS: dict[str, Any] = {"anomaly": AnomalyOutputs, "detect": DenseDetections}
+
+
+def network_of(model: nn.Module, task: str) -> nn.Module:
+    """The part of the graph between preprocessing and the task's answer: the model, or its adapter."""
+    adapter = ADAPTERS.get(task)
+    return model if adapter is None else adapter(model)
+
+
+def inference_graph(model: nn.Module, task: str, transform: dict[str, Any], threshold: float | None,
+                    network: nn.Module | None = None) -> nn.Module:
+    """The whole graph of a run's model (see the module's docstring), in eval mode; ``network`` replaces the
+    model's own (a traced copy, for TorchScript)."""
+    size = transform["image_size"]
+    size = (size, size) if isinstance(size, int) else tuple(size)
+    prepare = Preprocessing(size, transform.get("channels", 3), transform.get("normalize", "imagenet"))
+    graph = GRAPHS[task](prepare, network if network is not None else network_of(model, task),
+                         0.0 if threshold is None else threshold)
+    return graph.eval()
