@@ -79,7 +79,7 @@ from defectlab.workflows.screen import (
 )
 from defectlab.workflows.tune_oii import OIITuning, tune_oii
 
-_LAZY = {  # public names whose modules import torch or click
+_LAZY = {  # public names whose modules import torch, click or onnxruntime
     "DataModule": "defectlab.data.data_module",
     "ImageTransform": "defectlab.data.transforms",
     "tile": "defectlab.data.tiling",
@@ -94,6 +94,10 @@ _LAZY = {  # public names whose modules import torch or click
     "evaluate_run": "defectlab.workflows.evaluate",
     "load_trained": "defectlab.workflows.predict",
     "predict": "defectlab.workflows.predict",
+    "export": "defectlab.workflows.export",
+    "check_parity": "defectlab.workflows.parity",
+    "load_exported": "defectlab.runtime.exported",
+    "ExportedModel": "defectlab.runtime.exported",
     "cli_group": "defectlab.cli.main",
     "vision_transformer": "defectlab.training.objective",
 }
@@ -121,6 +125,8 @@ __all__ = [
     # training and using runs
     "train", "pretrain", "Trainer", "TrainSettings", "Run", "freeze_backbone", "init_backbone_from",
     "evaluate_run", "load_trained", "predict", "compare_runs", "sweep", "tune_oii", "OIITuning",
+    # deployment
+    "export", "check_parity", "load_exported", "ExportedModel",
 ]
 
 

@@ -22,6 +22,7 @@ def _register_builtin_commands() -> None:
         convert_command,
         data_commands,
         demo_command,
+        export_command,
         pretrain_command,
         screen_command,
         sweep_command,
@@ -30,13 +31,17 @@ def _register_builtin_commands() -> None:
     )
 
     for module in (catalog, component_verbs, config_commands, convert_command, data_commands, demo_command,
-                   pretrain_command, screen_command, sweep_command, train_commands, tune_oii_command):
+                   export_command, pretrain_command, screen_command, sweep_command, train_commands, tune_oii_command):
         for command in module.COMMANDS:
             cli.add_command(command)
 
 
 _register_builtin_commands()
 
+
+#: Top-level modules of the [train] extra: a command that imports one is not for a runtime-only install.
+TRAINING_STACK = {"torch", "torchvision", "timm", "segmentation_models_pytorch", "torchmetrics", "scipy", "sklearn",
+                  "matplotlib", "ot", "pycocotools", "elpv_dataset", "tqdm", "yaml", "onnx", "onnxscript"}
 
 #: errno values of a write that the user's environment refused: a message, not a bug report.
 ENVIRONMENT_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.EPIPE}
@@ -59,6 +64,13 @@ def main(argv: list[str] | None = None) -> None:
         if debug:
             raise
         click.echo(f"Error: {exc}", err=True)
+        sys.exit(1)
+    except ModuleNotFoundError as exc:
+        if debug or (exc.name or "").split(".")[0] not in TRAINING_STACK:
+            _unexpected(exc, debug)
+        click.echo(f"Error: this command needs {exc.name}, which this install lacks: defectlab's base install only "
+                   f"predicts with exported .onnx files. Install the training stack with "
+                   f"pip install 'defectlab[train]'.", err=True)
         sys.exit(1)
     except KeyboardInterrupt:
         click.echo("Interrupted.", err=True)

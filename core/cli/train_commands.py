@@ -104,15 +104,21 @@ def predict_command(run: str, images: tuple[str, ...], out: str, which: str, bat
                     threshold: float | None, slice_size: int | None, overlap: float, overwrite: bool) -> None:
     """Predict IMAGES (files or folders) with a trained RUN and write a CSV of predictions.
 
-    A detector also writes the boxes as JSON beside the CSV and draws them on the images
+    RUN is a run folder, a checkpoint, or a file `defectlab export` wrote: a .onnx file
+    predicts with onnxruntime alone (no torch needed), a .torchscript file with torch. A detector also writes the boxes as JSON beside the CSV and draws them on the images
     (<out>_boxes/); a segmentation model writes masks (<out>_masks/); an anomaly model a score,
     good/defect and an anomaly map per image (<out>_maps/). Exits 1 when no image could be
     predicted.
     """
-    from defectlab.workflows.predict import predict
+    from defectlab.runtime.exported import format_of, load_exported
 
-    result = predict(run, images, out, batch_size=batch_size, which=which, threshold=threshold,
-                     overwrite=overwrite, slice_size=slice_size, overlap=overlap)
+    if format_of(run) is not None:  # without importing torch: an inspection PC may not have it
+        result = load_exported(run).predict_files(images, out, threshold, batch_size, overwrite, slice_size, overlap)
+    else:
+        from defectlab.workflows.predict import predict
+
+        result = predict(run, images, out, batch_size=batch_size, which=which, threshold=threshold,
+                         overwrite=overwrite, slice_size=slice_size, overlap=overlap)
     click.echo(f"{result.predicted} predicted, {result.failed} failed")
     click.echo(f"predictions: {result.csv}" + (f" (and {result.masks})" if result.masks else ""))
 

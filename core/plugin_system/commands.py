@@ -35,6 +35,8 @@ class DefectlabGroup(click.Group):
         return super().list_commands(ctx)
 
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name in self.commands:  # a built-in: plugins load when a command needs them, not before
+            return self.commands[name]
         self.add_plugin_commands()
         return super().get_command(ctx, name)
 
