@@ -257,12 +257,16 @@ def test_nms_by_hand():
     # IoU(0, 1) = 81 / 119 = 0.68: dropped at 0.5, kept at 0.7; IoU(0, 2) = 50 / 100 = 0.5: kept (not above)
     assert nms(boxes, scores, 0.5).tolist() == [0, 2, 3]
     assert nms(boxes, scores, 0.7).tolist() == [0, 1, 2, 3]
+    # boxes clipped to nothing have an undefined IoU (0 / 0), which suppresses nothing, as in torchvision
+    empty = np.array([[72, 5, 72, 9], [72, 6, 72, 9]], np.float32)
+    assert nms(empty, np.array([0.5, 0.4], np.float32), 0.5).tolist() == [0, 1]
 
 
 def test_fcos_selection_in_numpy_equals_torchvisions():
     model = dl.create("backbone", {"name": "fcos", "num_classes": 3, "in_chans": 1, "score_thresh": 0.2,
                                    "detections_per_img": 20}).eval()
-    torch.nn.init.normal_(model.head.classification_head.cls_logits.weight, std=0.5)  # scores spread over (0, 1)
+    torch.nn.init.normal_(model.head.classification_head.cls_logits.weight, std=0.05)  # scores spread around
+    torch.nn.init.zeros_(model.head.classification_head.cls_logits.bias)  # 0.5, none saturated (no ties)
     model.topk_candidates = 30  # per level, fewer than the pairs above the threshold: the cut is exercised
     images = torch.randn(2, 1, 72, 72)
     with torch.no_grad():
@@ -362,6 +366,19 @@ def test_training_without_the_training_stack_says_what_to_install(tmp_path):
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
     assert done.returncode == 1
     assert "pip install 'defectlab[train]'" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_slices_of_a_large_image_give_the_same_boxes_from_the_file(runs, tmp_path):
+    from defectlab.runtime.predicting import detect_images
+    from defectlab.workflows.predict import TorchPredictor, load_trained
+
+    run = runs("fcos")
+    model = dl.load_exported(dl.export(run, "onnx", tmp_path / "d.onnx", check=False).path)
+    image = dl.open_dataset({"name": "synthetic_defects", "count": 1, "size": 224}).load_image(0)[:, :200]
+    ours = detect_images(TorchPredictor(load_trained(run)), [image], 8, 0.05, slice_size=96, overlap=0.25)[0]
+    theirs = model.predict(image, threshold=0.05, slice_size=96, overlap=0.25)[0]["boxes"]
+    assert len(ours) > 0 and [b[0] for b in theirs] == [b[0] for b in ours]
+    np.testing.assert_allclose([b[1:] for b in theirs], [b[1:] for b in ours], atol=0.05)
 
 
 def test_export_and_predict_from_the_command_line(runs, run_cli, tmp_path):

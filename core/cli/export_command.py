@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import click
-from defectlab.runtime.exported import SUFFIXES
+from defectlab.runtime.formats import SUFFIXES
 from defectlab.workflows.export import DEFAULT_OPSET, EXPORTERS, MIN_OPSET, PARITY_IMAGES
 
 

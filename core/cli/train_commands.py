@@ -110,15 +110,10 @@ def predict_command(run: str, images: tuple[str, ...], out: str, which: str, bat
     good/defect and an anomaly map per image (<out>_maps/). Exits 1 when no image could be
     predicted.
     """
-    from defectlab.runtime.exported import format_of, load_exported
+    from defectlab.workflows.predict import predict  # imports no torch: an exported file predicts without it
 
-    if format_of(run) is not None:  # without importing torch: an inspection PC may not have it
-        result = load_exported(run).predict_files(images, out, threshold, batch_size, overwrite, slice_size, overlap)
-    else:
-        from defectlab.workflows.predict import predict
-
-        result = predict(run, images, out, batch_size=batch_size, which=which, threshold=threshold,
-                         overwrite=overwrite, slice_size=slice_size, overlap=overlap)
+    result = predict(run, images, out, batch_size=batch_size, which=which, threshold=threshold,
+                     overwrite=overwrite, slice_size=slice_size, overlap=overlap)
     click.echo(f"{result.predicted} predicted, {result.failed} failed")
     click.echo(f"predictions: {result.csv}" + (f" (and {result.masks})" if result.masks else ""))
 

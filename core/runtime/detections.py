@@ -27,19 +27,20 @@ def box_iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
     inter = width * height
     area = (box[2] - box[0]) * (box[3] - box[1])
     areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-    return inter / (area + areas - inter)
+    with np.errstate(invalid="ignore", divide="ignore"):  # two empty boxes: 0 / 0, NaN, as in torchvision
+        return inter / (area + areas - inter)
 
 
 def nms(boxes: np.ndarray, scores: np.ndarray, iou: float) -> np.ndarray:
     """Indices of the boxes greedy non-maximum suppression keeps, best score first; a box goes when its IoU with
-    a kept, better-scored box exceeds ``iou``."""
+    a kept, better-scored box exceeds ``iou`` (an undefined IoU, of two empty boxes, does not)."""
     order = np.argsort(-scores, kind="stable")
     keep = []
     while order.size:
         best, order = order[0], order[1:]
         keep.append(best)
         if order.size:
-            order = order[box_iou(boxes[best], boxes[order]) <= iou]
+            order = order[~(box_iou(boxes[best], boxes[order]) > iou)]
     return np.asarray(keep, dtype=np.int64)
 
 

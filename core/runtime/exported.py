@@ -18,23 +18,12 @@ import numpy as np
 
 from defectlab.plugin_system.errors import DataError
 from defectlab.runtime.detections import dense_detections
+from defectlab.runtime.formats import METADATA_KEY, OUTPUT_NAMES, format_of
 from defectlab.runtime.images import as_images, same_shape_groups
 from defectlab.runtime.predicting import Predictions, checked_settings, detect_images, predict_files
 from defectlab.runtime.results import image_result
 
-METADATA_KEY = "defectlab"
-#: File suffixes of the export formats.
-SUFFIXES = {"onnx": ".onnx", "torchscript": ".torchscript"}
-#: The graph's outputs per task, in order.
-OUTPUT_NAMES = {"classify": ("probabilities", "labels"), "segment": ("probabilities", "mask"),
-                "anomaly": ("scores", "maps", "defect"), "detect": ("boxes", "scores")}
 RUNTIME_HINT = "pip install 'defectlab[runtime]'"
-
-
-def format_of(path: str | Path) -> str | None:
-    """'onnx' or 'torchscript' by the file's suffix, else None."""
-    suffix = Path(path).suffix.lower()
-    return next((name for name, known in SUFFIXES.items() if known == suffix), None)
 
 
 class ExportedModel:

@@ -17,15 +17,16 @@ import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from defectlab.plugin_system.errors import DataError, DefectlabError, ParameterError
 from defectlab.plugin_system.files import atomic_write
 from defectlab.plugin_system.version import VERSION
-from defectlab.runtime.exported import METADATA_KEY, OUTPUT_NAMES, SUFFIXES, load_exported
-from defectlab.runtime.predicting import checked_settings
-from defectlab.workflows.parity import Parity, check_parity, run_images
-from defectlab.workflows.predict import TorchPredictor, TrainedModel, default_threshold, load_trained
+from defectlab.runtime.formats import METADATA_KEY, OUTPUT_NAMES, SUFFIXES
+
+if TYPE_CHECKING:  # the command line reads this module's constants without numpy or torch
+    from defectlab.workflows.parity import Parity
+    from defectlab.workflows.predict import TrainedModel
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +72,11 @@ def export(run: str | Path, file_format: str = "onnx", out: str | Path | None = 
     run's validation images; an ExportError when they differ beyond ``tolerance`` (default per
     task, :data:`~defectlab.workflows.parity.TOLERANCES`).
     """
+    from defectlab.runtime.exported import load_exported
+    from defectlab.runtime.predicting import checked_settings
+    from defectlab.workflows.parity import check_parity, run_images
+    from defectlab.workflows.predict import TorchPredictor, default_threshold, load_trained
+
     if file_format not in FORMATS:
         raise ParameterError(f"unknown export format {file_format!r}; choose one of {', '.join(FORMATS)}")
     if exporter not in EXPORTERS:

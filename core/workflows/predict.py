@@ -103,7 +103,8 @@ def predict(run_or_file: str | Path, inputs: Sequence[str | Path], out: str | Pa
     and the anomaly map PNG (``<out stem>_maps/``, at the image's size; grey level 255 * map /
     (2 * threshold), capped at 255: mid-grey is the threshold).
     """
-    from defectlab.runtime.exported import format_of, load_exported
+    from defectlab.runtime.exported import load_exported
+    from defectlab.runtime.formats import format_of
 
     if format_of(run_or_file) is not None:
         return load_exported(run_or_file).predict_files(inputs, out, threshold, batch_size, overwrite, slice_size,
