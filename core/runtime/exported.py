@@ -10,6 +10,7 @@ defectlab version. :func:`load_exported` reads both back; ONNX files need only o
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -155,7 +156,9 @@ def _torchscript_runner(file: Path, providers: Sequence[str] | None) -> tuple[st
         raise DataError("a TorchScript file needs torch; export to ONNX for a machine without it") from exc
     extra = {"defectlab.json": ""}
     try:
-        module = torch.jit.load(str(file), map_location="cpu", _extra_files=extra)
+        with warnings.catch_warnings():  # torch marks torch.jit deprecated; docs/deploy.md says why it is kept
+            warnings.filterwarnings("ignore", category=FutureWarning, message=r".*torch\.jit")
+            module = torch.jit.load(str(file), map_location="cpu", _extra_files=extra)
     except Exception as exc:  # torch raises RuntimeError and others for files that are not TorchScript
         raise DataError(f"torch cannot load '{file}' as TorchScript ({type(exc).__name__}: {exc})") from exc
     module.eval()

@@ -14,6 +14,7 @@ import contextlib
 import datetime
 import json
 import logging
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,9 +69,9 @@ def export(run: str | Path, file_format: str = "onnx", out: str | Path | None = 
 
     ``opset`` (ONNX, at least 18) and ``exporter`` ('auto': dynamo, else legacy) choose how the
     ONNX file is made. ``threshold`` replaces the decision threshold the file carries (default:
-    the one ``predict`` uses for the run). With ``check`` the file and the run predict up to ``images`` of the
-    run's validation images; an ExportError when they differ beyond ``tolerance`` (default per
-    task, :data:`~defectlab.workflows.parity.TOLERANCES`).
+    the one ``predict`` uses for the run). With ``check`` the file and the run predict up to
+    ``images`` of the run's validation images; an ExportError when they differ beyond
+    ``tolerance`` (default per task, :data:`~defectlab.workflows.parity.TOLERANCES`).
     """
     from defectlab.runtime.exported import load_exported
     from defectlab.runtime.predicting import checked_settings
@@ -100,7 +101,6 @@ def export(run: str | Path, file_format: str = "onnx", out: str | Path | None = 
             used = write_onnx(trained, threshold, metadata, example, temporary, opset, exporter)
         else:
             used = write_torchscript(trained, threshold, metadata, example, temporary)
-    metadata["exporter"] = used
     parity = None
     if check:
         parity = check_parity(TorchPredictor(trained), load_exported(target), samples, threshold, tolerance)
@@ -206,7 +206,7 @@ def _add_metadata(path: Path, metadata: dict[str, Any]) -> None:
     model = onnx.load(str(path))
     del model.metadata_props[:]
     entry = model.metadata_props.add()
-    entry.key, entry.value = METADATA_KEY, json.dumps(metadata)
+    entry.key, entry.value = METADATA_KEY, json.dumps(metadata, default=str)
     model.producer_name, model.producer_version = "defectlab", VERSION
     onnx.checker.check_model(model)
     onnx.save(model, str(path))
@@ -266,7 +266,9 @@ def write_torchscript(trained: TrainedModel, threshold: float | None, metadata: 
 
     size = _pair(trained.transform["image_size"])
     prepare = Preprocessing(size, trained.transform.get("channels", 3), trained.transform.get("normalize", "imagenet"))
-    with torch.no_grad():
+    with torch.no_grad(), warnings.catch_warnings():
+        # torch marks torch.jit deprecated; the format is still what C++ deployments load, and docs/deploy.md says so
+        warnings.filterwarnings("ignore", category=FutureWarning, message=r".*torch\.jit")
         traced = torch.jit.trace(network_of(trained.model, trained.task).eval(), prepare(example),
                                  check_trace=False, strict=False)
         try:
@@ -275,6 +277,6 @@ def write_torchscript(trained: TrainedModel, threshold: float | None, metadata: 
         except Exception as exc:  # TorchScript's compiler errors come in several classes
             raise ExportError(f"TorchScript cannot compile the graph ({type(exc).__name__}: {_first_line(exc)}); "
                               f"export to ONNX instead") from exc
-    metadata["exporter"] = "torchscript"
-    torch.jit.save(scripted, str(path), _extra_files={"defectlab.json": json.dumps(metadata)})
+        metadata["exporter"] = "torchscript"
+        torch.jit.save(scripted, str(path), _extra_files={"defectlab.json": json.dumps(metadata, default=str)})
     return "torchscript"

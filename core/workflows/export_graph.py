@@ -2,8 +2,8 @@
 
 Preprocessing follows :class:`~defectlab.data.transforms.ImageTransform` step for step:
 bilinear resize as Pillow does it (antialiased; the width first, then the height, each pass
-rounded half up to whole grey levels; this matches Pillow on all but about 0.3 % of pixels, by
-one level, where a one-pass float resize differs on 10-25 %), grey/RGB conversion (luminance
+rounded half up to whole grey levels; this matches Pillow exactly or on all but 0.2-0.5 % of
+pixels, by one level, where a one-pass float resize differs on 10-25 %; docs/deploy.md), grey/RGB conversion (luminance
 weights of ITU-R 601, or grey repeated), then the normalisation. Input: ``images`` uint8 (N, H, W, C), any N, H, W, and C 1 or 3. Outputs by task
 (:data:`defectlab.runtime.exported.OUTPUT_NAMES`):
 
