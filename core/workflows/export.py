@@ -103,9 +103,14 @@ def export(run: str | Path, file_format: str = "onnx", out: str | Path | None = 
             used = write_torchscript(trained, threshold, metadata, example, temporary)
     parity = None
     if check:
-        parity = check_parity(TorchPredictor(trained), load_exported(target), samples, threshold, tolerance)
+        failed = target.with_name(target.name + ".failed")
+        try:
+            parity = check_parity(TorchPredictor(trained), load_exported(target), samples, threshold, tolerance)
+        except DataError as exc:  # the file cannot even run the run's images (e.g. a batch size fixed by tracing)
+            target.replace(failed)
+            raise ExportError(f"the exported model cannot predict the run's validation images, so it was moved to "
+                              f"{failed}: {exc}") from exc
         if not parity.passed:
-            failed = target.with_name(target.name + ".failed")
             target.replace(failed)
             raise ExportError(f"the exported model disagrees with the run, so it was moved to {failed}:\n"
                               f"{parity.summary()}")
@@ -269,14 +274,14 @@ def write_torchscript(trained: TrainedModel, threshold: float | None, metadata: 
     with torch.no_grad(), warnings.catch_warnings():
         # torch marks torch.jit deprecated; the format is still what C++ deployments load, and docs/deploy.md says so
         warnings.filterwarnings("ignore", category=FutureWarning, message=r".*torch\.jit")
-        traced = torch.jit.trace(network_of(trained.model, trained.task).eval(), prepare(example),
-                                 check_trace=False, strict=False)
         try:
+            traced = torch.jit.trace(network_of(trained.model, trained.task).eval(), prepare(example),
+                                     check_trace=False, strict=False)
             scripted = torch.jit.script(inference_graph(trained.model, trained.task, trained.transform, threshold,
                                                         network=traced))
-        except Exception as exc:  # TorchScript's compiler errors come in several classes
-            raise ExportError(f"TorchScript cannot compile the graph ({type(exc).__name__}: {_first_line(exc)}); "
-                              f"export to ONNX instead") from exc
+        except Exception as exc:  # tracing and TorchScript's compiler fail in many classes
+            raise ExportError(f"TorchScript cannot capture this model ({type(exc).__name__}: {_first_line(exc)}); "
+                              f"export it to ONNX instead (--format onnx)") from exc
         metadata["exporter"] = "torchscript"
         torch.jit.save(scripted, str(path), _extra_files={"defectlab.json": json.dumps(metadata, default=str)})
     return "torchscript"
