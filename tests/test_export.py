@@ -402,3 +402,15 @@ def test_torch_is_not_imported_by_loading_the_runtime():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                           env={**os.environ, "PYTHONWARNINGS": "ignore"})
     assert done.stdout.strip() == "[]"
+
+
+def test_a_config_exports_its_run_when_training_ends(tmp_path):
+    config = json.loads(json.dumps(CONFIGS["segment"]))
+    config["export"] = {"formats": ["onnx", "torchscript"], "images": 4}
+    run = dl.train(config, out=tmp_path / "run")
+    for name in ("best.onnx", "best.torchscript"):
+        model = dl.load_exported(run.folder / name)
+        assert model.task == "segment" and model.threshold == 0.5
+    with pytest.raises(dl.ConfigError, match="export.formats"):
+        dl.train({**config, "export": {"formats": ["tflite"]}}, out=tmp_path / "bad")
+    assert not (tmp_path / "bad").exists()  # refused before anything was trained

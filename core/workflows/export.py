@@ -14,14 +14,16 @@ import contextlib
 import datetime
 import json
 import logging
+import sys
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from defectlab.plugin_system.errors import DataError, DefectlabError, ParameterError
 from defectlab.plugin_system.files import atomic_write
+from defectlab.plugin_system.parameters import Range
 from defectlab.plugin_system.version import VERSION
 from defectlab.runtime.formats import METADATA_KEY, OUTPUT_NAMES, SUFFIXES
 
@@ -60,6 +62,35 @@ class Exported:
         if self.parity is not None:
             lines.append(self.parity.summary())
         return "\n".join(lines)
+
+
+def export_settings(*, formats: tuple[Literal["onnx", "torchscript"], ...] = ("onnx",),
+                    opset: Annotated[int, Range(MIN_OPSET)] = DEFAULT_OPSET,
+                    exporter: Literal["auto", "dynamo", "legacy"] = "auto",
+                    threshold: Annotated[float, Range(0, low_open=True)] | None = None, check: bool = True,
+                    images: Annotated[int, Range(1)] = PARITY_IMAGES,
+                    tolerance: Annotated[float, Range(0, low_open=True)] | None = None) -> None:
+    """The ``[export]`` table of a training config: the run exports itself when training ends.
+
+    Args:
+        formats: files written into the run folder, best.onnx and/or best.torchscript.
+        opset: ONNX opset (18 or newer).
+        exporter: "dynamo", "legacy", or "auto" (dynamo, else legacy).
+        threshold: the decision threshold written into the files (default: the one predict uses).
+        check: compare each file with the run on its validation images (the parity check).
+        images: validation images the check predicts.
+        tolerance: largest difference the check accepts (default per task; docs/deploy.md).
+    """
+
+
+def export_run(folder: Path, settings: dict[str, Any]) -> list[Exported]:
+    """A finished run's files in each of ``settings``' formats (an ``[export]`` table, resolved), checked."""
+    options = {key: value for key, value in settings.items() if key != "formats"}
+    done = []
+    for file_format in settings["formats"]:
+        done.append(export(folder, file_format, overwrite=True, **options))
+        print(done[-1].summary(), file=sys.stderr)  # beside the training's own lines
+    return done
 
 
 def export(run: str | Path, file_format: str = "onnx", out: str | Path | None = None, *, which: str = "best",

@@ -22,6 +22,7 @@ from defectlab.plugin_system.errors import (
     ParameterError,
 )
 from defectlab.plugin_system.parameters import Range
+from defectlab.workflows.export import ExportError, export_run, export_settings
 
 DEFAULT_LOSS = {"classify": {"name": "cross_entropy"}, "segment": {"name": "dibe"}}
 DEFAULT_EVALUATORS = {"classify": [{"name": "classification"}], "segment": [{"name": "segmentation"}],
@@ -64,6 +65,7 @@ def train_schema() -> dict[str, Section]:
         "ssl": Section(kind="ssl", supplied=("encoder",)),
         "pretrain": Section(settings=pretrain_settings),
         "stages": Section(value_type=list[dict]),
+        "export": Section(settings=export_settings),
     }
 
 
@@ -222,6 +224,11 @@ def build_stage(config: Mapping[str, Any], splits_csv: Path | None = None) -> tu
         "train": settings.to_dict(),
     }
     resolved["data"].pop("splits_csv", None)
+    if "export" in config:
+        if data.task == "pretrain":
+            raise ConfigError(["export: a pretraining run has no trained head to export; export the run you train "
+                               "on its encoder (--init-from)"])
+        resolved["export"] = resolved_settings(config["export"], export_settings)
     if data.task == "pretrain":
         from defectlab.training.objective import ObjectiveLoss, ObjectiveModel
 
@@ -348,6 +355,7 @@ def _train_stage(config: Mapping[str, Any], folder: Path, callbacks: Sequence[An
 
         run = model.train_externally(folder, data, settings, resolved, resume, checkpoint_description(resolved, data))
         write_run_report(folder)
+        _export_finished(folder, resolved)
         return run
     if data.task == "pretrain":
         callbacks = [*callbacks, *pretrain_callbacks(model.objective, data, folder, resolved)]
@@ -356,7 +364,19 @@ def _train_stage(config: Mapping[str, Any], folder: Path, callbacks: Sequence[An
     run = trainer.fit(resume=resume)
     if data.task == "pretrain" and world_from_environment().is_main:
         export_encoder(model, folder)
+    _export_finished(folder, resolved)
     return run
+
+
+def _export_finished(folder: Path, resolved: Mapping[str, Any]) -> None:
+    """The files an ``[export]`` table asks for, written by the main process once the run has finished."""
+    from defectlab.training.distributed import world_from_environment
+
+    if resolved.get("export") and world_from_environment().is_main:
+        try:
+            export_run(folder, resolved["export"])
+        except DefectlabError as exc:
+            raise ExportError(f"training finished (the run is in {folder}), but [export] failed: {exc}") from exc
 
 
 def pretrain_callbacks(objective: Any, data: Any, folder: Path, resolved: Mapping[str, Any]) -> list[Any]:
