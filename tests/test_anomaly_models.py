@@ -341,3 +341,14 @@ def test_a_patchcore_run_fits_and_reloads(tmp_path):
     assert model.memory_bank.shape == (fitted["train/memory_bank"], 384)
     output = model(torch.zeros(3, 1, 32, 32))
     assert output["scores"].shape == (3,) and output["maps"].shape == (3, 32, 32)
+
+
+def test_the_export_search_in_bank_blocks_finds_the_same_neighbours(monkeypatch):
+    from defectlab_plugins.anomaly_models import patchcore
+
+    monkeypatch.setattr(patchcore, "EXPORT_BANK_BLOCK", 7)  # 50 rows: blocks of 7, 7, ..., 1
+    generator = torch.Generator().manual_seed(0)
+    queries, bank = torch.randn(30, 5, generator=generator), torch.randn(50, 5, generator=generator)
+    blocked = patchcore._nearest_in_bank_blocks(queries, bank, 3)
+    expected = torch.cdist(queries, bank).topk(3, dim=1, largest=False).indices
+    assert torch.equal(blocked, expected)

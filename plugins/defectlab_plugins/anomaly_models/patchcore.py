@@ -13,21 +13,38 @@ from defectlab_plugins.anomaly_models.patch_features import check_odd, concat_at
 
 #: Most entries of one block of query-to-bank distances (64 MiB in float32).
 DISTANCE_BLOCK = 1 << 24
+#: Bank rows per block of an exported graph's search.
+EXPORT_BANK_BLOCK = 2048
 
 
 def nearest_neighbours(queries: Tensor, bank: Tensor, k: int = 1) -> tuple[Tensor, Tensor]:
     """The ``k`` rows of ``bank`` (M, D) nearest to each of ``queries`` (Q, D): distances and indices, (Q, k) each.
 
     Neighbours are searched with ``torch.cdist`` in blocks of queries (at most DISTANCE_BLOCK
-    distances at a time; one block while exporting, where the batch size is not known); the
-    distances returned are recomputed exactly from the rows found.
+    distances at a time); the distances returned are recomputed exactly from the rows found.
     """
-    # exporting, the batch size is a symbol: one block by a bound no batch reaches (len(queries) would fix it)
-    rows = 1 << 62 if torch.compiler.is_exporting() else max(1, DISTANCE_BLOCK // max(1, len(bank)))
-    indices = torch.cat([torch.cdist(block, bank).topk(k, dim=1, largest=False).indices
-                         for block in queries.split(rows)])
+    if torch.compiler.is_exporting():
+        indices = _nearest_in_bank_blocks(queries, bank, k)
+    else:
+        rows = max(1, DISTANCE_BLOCK // max(1, len(bank)))
+        indices = torch.cat([torch.cdist(block, bank).topk(k, dim=1, largest=False).indices
+                             for block in queries.split(rows)])
     distances = torch.linalg.vector_norm(queries[:, None, :] - bank[indices], dim=-1)
     return distances, indices
+
+
+def _nearest_in_bank_blocks(queries: Tensor, bank: Tensor, k: int) -> Tensor:
+    """The search while exporting, where the number of queries is a symbol: the bank in fixed blocks of
+    EXPORT_BANK_BLOCK rows (an exported graph then holds images x patches x EXPORT_BANK_BLOCK distances, not
+    the whole bank's), the best ``k`` of each block, then of those."""
+    distances, indices = [], []
+    for start in range(0, len(bank), EXPORT_BANK_BLOCK):
+        block = bank[start:start + EXPORT_BANK_BLOCK]
+        found = torch.cdist(queries, block).topk(min(k, len(block)), dim=1, largest=False)
+        distances.append(found.values)
+        indices.append(found.indices + start)
+    best = torch.cat(distances, 1).topk(k, dim=1, largest=False).indices
+    return torch.cat(indices, 1).gather(1, best)
 
 
 def reweighted_score(top_distance: Tensor, neighbour_distances: Tensor) -> Tensor:
