@@ -127,7 +127,7 @@ def export(run: str | Path, file_format: str = "onnx", out: str | Path | None = 
     threshold = default_threshold(trained) if threshold is None else threshold
     metadata = export_metadata(trained, threshold, file_format, opset if file_format == "onnx" else None)
     example = _example_batch(trained, samples)
-    with atomic_write(target) as temporary:
+    with atomic_write(target) as temporary, _expected_warnings_silenced():
         if file_format == "onnx":
             used = write_onnx(trained, threshold, metadata, example, temporary, opset, exporter)
         else:
@@ -231,6 +231,23 @@ def write_onnx(trained: TrainedModel, threshold: float | None, metadata: dict[st
     return used
 
 
+@contextlib.contextmanager
+def _expected_warnings_silenced() -> Iterator[None]:
+    """The exporters' warnings about what defectlab does on purpose: torch.jit and the legacy exporter are
+    deprecated (both kept, docs/deploy.md), tracing turns shapes into constants (the traced network sees one
+    input size; the parity check runs other batch sizes), ultralytics caches anchors as plain attributes."""
+    import torch
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=FutureWarning, message=r".*torch\.jit")
+        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+        warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"torch\.onnx")
+        warnings.filterwarnings("ignore", category=DeprecationWarning, message=r"You are using the legacy")
+        warnings.filterwarnings("ignore", category=UserWarning, message=r"The tensor attributes .* were assigned "
+                                                                        r"during export")
+        yield
+
+
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return text[0][:300] if text else ""
@@ -302,9 +319,7 @@ def write_torchscript(trained: TrainedModel, threshold: float | None, metadata: 
 
     size = _pair(trained.transform["image_size"])
     prepare = Preprocessing(size, trained.transform.get("channels", 3), trained.transform.get("normalize", "imagenet"))
-    with torch.no_grad(), warnings.catch_warnings():
-        # torch marks torch.jit deprecated; the format is still what C++ deployments load, and docs/deploy.md says so
-        warnings.filterwarnings("ignore", category=FutureWarning, message=r".*torch\.jit")
+    with torch.no_grad():
         try:
             traced = torch.jit.trace(network_of(trained.model, trained.task).eval(), prepare(example),
                                      check_trace=False, strict=False)
