@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 from defectlab.plugin_system.commands import DEBUG_ENV, cli
-from defectlab.plugin_system.errors import DefectlabError
+from defectlab.plugin_system.errors import DefectlabError, missing_training_stack
 from defectlab.plugin_system.files import write_error
 from defectlab.plugin_system.loading import raising_plugin
 
@@ -39,10 +39,6 @@ def _register_builtin_commands() -> None:
 _register_builtin_commands()
 
 
-#: Top-level modules of the [train] extra: a command that imports one is not for a runtime-only install.
-TRAINING_STACK = {"torch", "torchvision", "timm", "segmentation_models_pytorch", "torchmetrics", "scipy", "sklearn",
-                  "matplotlib", "ot", "pycocotools", "elpv_dataset", "tqdm", "yaml", "onnx", "onnxscript"}
-
 #: errno values of a write that the user's environment refused: a message, not a bug report.
 ENVIRONMENT_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.EPIPE}
 
@@ -66,11 +62,10 @@ def main(argv: list[str] | None = None) -> None:
         click.echo(f"Error: {exc}", err=True)
         sys.exit(1)
     except ModuleNotFoundError as exc:
-        if debug or (exc.name or "").split(".")[0] not in TRAINING_STACK:
+        missing = missing_training_stack(exc)
+        if debug or missing is None:
             _unexpected(exc, debug)
-        click.echo(f"Error: this command needs {exc.name}, which this install lacks: defectlab's base install only "
-                   f"predicts with exported .onnx files. Install the training stack with "
-                   f"pip install 'defectlab[train]'.", err=True)
+        click.echo(f"Error: this command {missing}", err=True)
         sys.exit(1)
     except KeyboardInterrupt:
         click.echo("Interrupted.", err=True)

@@ -53,3 +53,16 @@ def did_you_mean(word: str, choices: Iterable[str]) -> str:
     best = difflib.SequenceMatcher(None, word, matches[0]).ratio()
     matches = [m for m in matches if difflib.SequenceMatcher(None, word, m).ratio() >= best - 0.1]
     return "; did you mean " + " or ".join(repr(m) for m in matches) + "?"
+
+
+#: Top-level modules of the [train] extra, which the base (runtime) install lacks.
+TRAINING_STACK = {"torch", "torchvision", "timm", "segmentation_models_pytorch", "torchmetrics", "scipy", "sklearn",
+                  "matplotlib", "ot", "pycocotools", "elpv_dataset", "tqdm", "yaml", "onnx", "onnxscript"}
+
+
+def missing_training_stack(exc: BaseException) -> str | None:
+    """What to install, when ``exc`` is the import of a training-stack module this install lacks; else None."""
+    if isinstance(exc, ModuleNotFoundError) and (exc.name or "").split(".")[0] in TRAINING_STACK:
+        return (f"needs {exc.name}, which this install lacks (the base install only predicts with exported .onnx "
+                f"files): pip install 'defectlab[train]'")
+    return None

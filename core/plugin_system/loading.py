@@ -13,7 +13,7 @@ from typing import Any
 
 import pluggy
 from defectlab.plugin_system import hookspecs
-from defectlab.plugin_system.errors import did_you_mean
+from defectlab.plugin_system.errors import did_you_mean, missing_training_stack
 from defectlab.plugin_system.kinds import KINDS, Kind
 from defectlab.plugin_system.registry import PluginRecord, Registry
 
@@ -30,10 +30,19 @@ def _env_list(name: str) -> set[str] | None:
 
 
 def _short_error(exc: BaseException) -> str:
-    """``ModuleNotFoundError: No module named 'x'`` (at file.py:12)."""
+    """``ModuleNotFoundError: No module named 'x' (at file.py:12)``, or, for a training-stack module the install
+    lacks, what to install."""
+    missing = missing_training_stack(exc)
+    if missing is not None:
+        return missing
     frames = [f for f in traceback.extract_tb(exc.__traceback__) if not f.filename.startswith("<frozen")]
     where = f" (at {os.path.basename(frames[-1].filename)}:{frames[-1].lineno})" if frames else ""
     return f"{type(exc).__name__}: {exc}{where}"
+
+
+def _hook_failure(hook: str, exc: BaseException) -> str:
+    """``register_x() raised ...``, or ``register_x() needs torch, ...`` on an install without the training stack."""
+    return f"{hook}() {'' if missing_training_stack(exc) else 'raised '}{_short_error(exc)}"
 
 
 class PluginLoader:
@@ -148,7 +157,7 @@ class PluginLoader:
             try:
                 provided = impl.function() or []
             except Exception as exc:
-                self._registry.record_failure(record, f"{kind.hook}() raised {_short_error(exc)}", exc)
+                self._registry.record_failure(record, _hook_failure(kind.hook, exc), exc)
                 continue
             for obj in provided:
                 self._registry.add(record, kind.word, obj)
@@ -174,7 +183,7 @@ class PluginLoader:
             except Exception as exc:
                 if record is None:
                     raise
-                self._registry.record_failure(record, f"register_commands() raised {_short_error(exc)}", exc)
+                self._registry.record_failure(record, _hook_failure("register_commands", exc), exc)
                 continue
             replaced = sorted(name for name, command in before.items() if cli.commands.get(name) is not command)
             cli.commands.update({name: before[name] for name in replaced})  # an existing command stays as it was
