@@ -268,12 +268,7 @@ def test_fcos_selection_in_numpy_equals_torchvisions():
     torch.nn.init.normal_(model.head.classification_head.cls_logits.weight, std=0.05)  # scores spread around
     torch.nn.init.zeros_(model.head.classification_head.cls_logits.bias)  # 0.5, none saturated (no ties)
     model.topk_candidates = 30  # per level, fewer than the pairs above the threshold: the cut is exercised
-    images = torch.randn(2, 1, 72, 72)
-    with torch.no_grad():
-        expected, dense = model(images), model.export_outputs(images)
-    settings = model.export_postprocess((72, 72))
-    for index, found in enumerate(expected):
-        ours = dense_detections(dense["boxes"][index].numpy(), dense["scores"][index].numpy(), settings, (72, 72))
+    for ours, found in _both_selections(model, torch.randn(2, 1, 72, 72)):
         assert len(found["boxes"]) == 20
         _assert_same_detections(ours, found)
 
@@ -283,14 +278,19 @@ def test_yolo_selection_in_numpy_equals_ultralytics():
     model = dl.create("backbone", {"name": "yolov5", "num_classes": 3, "in_chans": 1, "conf": 0.3,
                                    "max_det": 50}).eval()
     spread(model.state_dict())
-    images = torch.randn(2, 1, 64, 64)
-    with torch.no_grad():
-        expected, dense = model(images), model.export_outputs(images)
-    settings = model.export_postprocess((64, 64))
-    for index, found in enumerate(expected):
-        ours = dense_detections(dense["boxes"][index].numpy(), dense["scores"][index].numpy(), settings, (64, 64))
+    for ours, found in _both_selections(model, torch.randn(2, 1, 64, 64)):
         assert len(found["boxes"]) > 10
         _assert_same_detections(ours, found)
+
+
+def _both_selections(model, images):
+    """Per image: the runtime's selection from the model's dense outputs, and the model's own detections."""
+    size = tuple(images.shape[-2:])
+    with torch.no_grad():
+        expected, dense = model(images), model.export_outputs(images)
+    settings = model.export_postprocess(size)
+    return [(dense_detections(dense["boxes"][index].numpy(), dense["scores"][index].numpy(), settings, size), found)
+            for index, found in enumerate(expected)]
 
 
 def _assert_same_detections(ours, found):

@@ -49,8 +49,10 @@ class ExportedModel:
 
     def run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         """The graph's raw outputs by name for a uint8 batch (N, H, W, C) of one size."""
-        images = as_images(batch)
-        stacked = np.stack(images)
+        return self._run(np.stack(as_images(batch)))
+
+    def _run(self, stacked: np.ndarray) -> dict[str, np.ndarray]:
+        """:meth:`run` on a batch whose images are checked already."""
         try:
             values = self._runner(stacked)
         except Exception as exc:  # the runtime's own failure on a checked input: say which file and batch
@@ -64,7 +66,7 @@ class ExportedModel:
         checked = as_images(list(images))
         found: list[dict[str, np.ndarray]] = [{} for _ in checked]
         for group in same_shape_groups(checked):
-            raw = self.run(np.stack([checked[i] for i in group]))
+            raw = self._run(np.stack([checked[i] for i in group]))
             for position, index in enumerate(group):
                 found[index] = self._per_image(raw, position)
         return found

@@ -19,9 +19,6 @@ from typing import Any
 
 import numpy as np
 
-TASKS = ("classify", "segment", "detect", "anomaly")
-
-
 def decision(task: str, output: Mapping[str, np.ndarray], threshold: float | None) -> Any:
     """The decision in the network's frame: a class index, a defect mask (h, w) bool, defect or not, or the indices
     of the boxes kept (score at least ``threshold``)."""

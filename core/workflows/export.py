@@ -125,8 +125,10 @@ def export(run: str | Path, file_format: str = "onnx", out: str | Path | None = 
         raise DataError(f"{target} already exists; choose another --out, or pass --overwrite to replace it")
     samples = run_images(trained, images) if check else []
     threshold = default_threshold(trained) if threshold is None else threshold
-    metadata = export_metadata(trained, threshold, file_format, opset if file_format == "onnx" else None)
-    example = _example_batch(trained, samples)
+    reference = TorchPredictor(trained)
+    metadata = export_metadata(trained, threshold, file_format, opset if file_format == "onnx" else None,
+                               reference.image_size)
+    example = _example_batch(reference.image_size, samples)
     with atomic_write(target) as temporary, _expected_warnings_silenced():
         if file_format == "onnx":
             used = write_onnx(trained, threshold, metadata, example, temporary, opset, exporter)
@@ -136,7 +138,7 @@ def export(run: str | Path, file_format: str = "onnx", out: str | Path | None = 
     if check:
         failed = target.with_name(target.name + ".failed")
         try:
-            parity = check_parity(TorchPredictor(trained), load_exported(target), samples, threshold, tolerance)
+            parity = check_parity(reference, load_exported(target), samples, threshold, tolerance)
         except DataError as exc:  # the file cannot even run the run's images (e.g. a batch size fixed by tracing)
             target.replace(failed)
             raise ExportError(f"the exported model cannot predict the run's validation images, so it was moved to "
@@ -148,25 +150,20 @@ def export(run: str | Path, file_format: str = "onnx", out: str | Path | None = 
     return Exported(target, file_format, used, metadata, parity)
 
 
-def export_metadata(trained: TrainedModel, threshold: float | None, file_format: str, opset: int | None
-                    ) -> dict[str, Any]:
-    """The facts an exported file carries (see :mod:`defectlab.runtime.exported`)."""
-    size = trained.transform["image_size"]
+def export_metadata(trained: TrainedModel, threshold: float | None, file_format: str, opset: int | None,
+                    size: tuple[int, int]) -> dict[str, Any]:
+    """The facts an exported file carries (see :mod:`defectlab.runtime.exported`); ``size``: the network's input."""
     postprocess = None
     if trained.task == "detect":
         if not hasattr(trained.model, "export_postprocess"):
             raise _not_exportable(trained)
-        postprocess = dict(trained.model.export_postprocess(tuple(_pair(size))))
+        postprocess = dict(trained.model.export_postprocess(tuple(size)))
     return {"format_version": 1, "defectlab_version": VERSION, "task": trained.task, "classes": trained.classes,
-            "threshold": threshold, "image_size": list(_pair(size)), "transform": trained.transform,
+            "threshold": threshold, "image_size": list(size), "transform": trained.transform,
             "input": {"name": "images", "dtype": "uint8", "layout": "NHWC", "channels": [1, 3]},
             "outputs": list(OUTPUT_NAMES[trained.task]), "postprocess": postprocess, "model": trained.model_spec,
             "run": str(trained.checkpoint.parent), "checkpoint": trained.checkpoint.name, "format": file_format,
             "opset": opset, "exported_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
-
-
-def _pair(size: Any) -> tuple[int, int]:
-    return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
 
 
 def _not_exportable(trained: TrainedModel) -> ExportError:
@@ -176,15 +173,14 @@ def _not_exportable(trained: TrainedModel) -> ExportError:
                        f"docs/kinds/backbone.md")
 
 
-def _example_batch(trained: TrainedModel, samples: list[Any]) -> Any:
+def _example_batch(size: tuple[int, int], samples: list[Any]) -> Any:
     """Two RGB images to trace with: the first validation image's size if there is one (never the network's own
-    size, where the resize would vanish from a traced graph; never one channel, a size the exporter would fix)."""
+    ``size``, where the resize would vanish from a traced graph; never one channel, a size the exporter would
+    fix)."""
     import torch
 
-    height, width = _pair(trained.transform["image_size"])
-    if samples:
-        height, width = samples[0].shape[:2]
-    if (height, width) == _pair(trained.transform["image_size"]):
+    height, width = samples[0].shape[:2] if samples else size
+    if (height, width) == tuple(size):
         height, width = height + 7, width + 5
     return torch.randint(0, 256, (2, height, width, 3), dtype=torch.uint8,
                          generator=torch.Generator().manual_seed(0))
@@ -315,10 +311,9 @@ def write_torchscript(trained: TrainedModel, threshold: float | None, metadata: 
     holds the preprocessing and the task's answer; the metadata as the extra file ``defectlab.json``."""
     import torch
 
-    from defectlab.workflows.export_graph import Preprocessing, inference_graph, network_of
+    from defectlab.workflows.export_graph import inference_graph, network_of, preprocessing
 
-    size = _pair(trained.transform["image_size"])
-    prepare = Preprocessing(size, trained.transform.get("channels", 3), trained.transform.get("normalize", "imagenet"))
+    prepare = preprocessing(trained.transform)
     with torch.no_grad():
         try:
             traced = torch.jit.trace(network_of(trained.model, trained.task).eval(), prepare(example),

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from defectlab.data.transforms import GREY_MEAN, GREY_STD, IMAGENET_MEAN, IMAGENET_STD, LUMINANCE
+from defectlab.data.transforms import GREY_MEAN, GREY_STD, IMAGENET_MEAN, IMAGENET_STD, LUMINANCE, ImageTransform
 
 
 class Preprocessing(nn.Module):
@@ -61,45 +61,45 @@ class Preprocessing(nn.Module):
         return torch.floor(x + 0.5).clamp(0.0, 255.0)
 
 
-class AnomalyOutputs(nn.Module):
-    """An anomaly model's ``{"scores", "maps"}`` as a tuple."""
+class Adapter(nn.Module):
+    """A model whose output an exported graph cannot return as it is, with a forward that makes it tensors."""
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
         self.model = model
+
+
+class AnomalyOutputs(Adapter):
+    """An anomaly model's ``{"scores", "maps"}`` as a tuple."""
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         out = self.model(x)
         return out["scores"].float(), out["maps"].float()
 
 
-class DenseDetections(nn.Module):
+class DenseDetections(Adapter):
     """A detector's ``export_outputs``: boxes (N, A, 4) and scores (N, A, K) before NMS."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         out = self.model.export_outputs(x)
         return out["boxes"].float(), out["scores"].float()
 
 
-class ClassifierGraph(nn.Module):
+class TaskGraph(nn.Module):
+    """Preprocessing, the network, and the decision threshold; each task's graph below adds its forward."""
+
     def __init__(self, prepare: Preprocessing, network: nn.Module, threshold: float) -> None:
         super().__init__()
-        self.prepare, self.network = prepare, network
+        self.prepare, self.network, self.threshold = prepare, network, float(threshold)
 
+
+class ClassifierGraph(TaskGraph):
     def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
         probabilities = torch.softmax(self.network(self.prepare(images)).float(), 1)
         return probabilities, probabilities.argmax(1)
 
 
-class SegmenterGraph(nn.Module):
-    def __init__(self, prepare: Preprocessing, network: nn.Module, threshold: float) -> None:
-        super().__init__()
-        self.prepare, self.network, self.threshold = prepare, network, float(threshold)
-
+class SegmenterGraph(TaskGraph):
     def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
         logits = self.network(self.prepare(images)).float()
         if logits.shape[1] == 1:
@@ -109,21 +109,13 @@ class SegmenterGraph(nn.Module):
         return probabilities, probabilities.argmax(1).to(torch.uint8)
 
 
-class AnomalyGraph(nn.Module):
-    def __init__(self, prepare: Preprocessing, network: nn.Module, threshold: float) -> None:
-        super().__init__()
-        self.prepare, self.network, self.threshold = prepare, network, float(threshold)
-
+class AnomalyGraph(TaskGraph):
     def forward(self, images: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         scores, maps = self.network(self.prepare(images))
         return scores, maps, scores >= self.threshold
 
 
-class DetectorGraph(nn.Module):
-    def __init__(self, prepare: Preprocessing, network: nn.Module, threshold: float) -> None:
-        super().__init__()
-        self.prepare, self.network = prepare, network
-
+class DetectorGraph(TaskGraph):
     def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
         return self.network(self.prepare(images))
 
@@ -138,13 +130,16 @@ def network_of(model: nn.Module, task: str) -> nn.Module:
     return model if adapter is None else adapter(model)
 
 
+def preprocessing(transform: dict[str, Any]) -> Preprocessing:
+    """The preprocessing of a run's ``transform`` (a checkpoint's image_size, channels and normalize)."""
+    return Preprocessing(ImageTransform(**transform).size, transform.get("channels", 3),
+                         transform.get("normalize", "imagenet"))
+
+
 def inference_graph(model: nn.Module, task: str, transform: dict[str, Any], threshold: float | None,
                     network: nn.Module | None = None) -> nn.Module:
     """The whole graph of a run's model (see the module's docstring), in eval mode; ``network`` replaces the
     model's own (a traced copy, for TorchScript)."""
-    size = transform["image_size"]
-    size = (size, size) if isinstance(size, int) else tuple(size)
-    prepare = Preprocessing(size, transform.get("channels", 3), transform.get("normalize", "imagenet"))
-    graph = GRAPHS[task](prepare, network if network is not None else network_of(model, task),
+    graph = GRAPHS[task](preprocessing(transform), network if network is not None else network_of(model, task),
                          0.0 if threshold is None else threshold)
     return graph.eval()
