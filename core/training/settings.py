@@ -58,13 +58,61 @@ class SettingsTable:
             self.settings(**value)
 
 
-def tail_synthesis_of(value: TailSynthesis | Mapping[str, Any] | bool | None) -> TailSynthesis | None:
-    """``train.tail_synthesis`` as settings: None when off (absent, None, false), the defaults for true."""
+@dataclass(frozen=True)
+class Ema:
+    """An exponential moving average of the weights (``[train.ema]``; timm's ModelEmaV3).
+
+    After every optimiser step the average θ̄ ← d·θ̄ + (1 − d)·θ. Validation, best.pt and the run's
+    model are the average; last.pt keeps the trained weights too, for resuming (docs/training.md).
+
+    Args:
+        decay: d, the average's decay per optimiser step: the average spans about 1 / (1 − d) steps.
+        warmup: Start with a shorter average, d_t = min(decay, 1 − (1 + t)^(−2/3)) at step t, so the
+            first epochs are not dominated by the random initialisation.
+    """
+
+    decay: Annotated[float, Range(0, 1, high_open=True)] = 0.999
+    warmup: bool = True
+
+    def __post_init__(self) -> None:
+        check_arguments(type(self), asdict(self), "train.ema")
+
+
+@dataclass(frozen=True)
+class Mixup:
+    """Mixup and CutMix of classification batches (``[train.mixup]``; timm.data.Mixup).
+
+    Each batch (with probability ``prob``) is mixed with itself in reverse order: mixup blends the
+    images, x = λ·a + (1 − λ)·b with λ ~ Beta(mixup_alpha, mixup_alpha); CutMix pastes a box of b
+    into a, λ the share of a left. The targets become the same mix of one-hot labels, and the
+    loss's label smoothing applies on top. An alpha of 0 turns its method off.
+
+    Args:
+        mixup_alpha: Beta parameter of mixup's λ (0: no mixup).
+        cutmix_alpha: Beta parameter of CutMix's λ (0: no CutMix).
+        prob: Share of the batches that are mixed at all.
+        switch_prob: With both on, the share of mixed batches that use CutMix instead of mixup.
+    """
+
+    mixup_alpha: Annotated[float, Range(0)] = 0.8
+    cutmix_alpha: Annotated[float, Range(0)] = 1.0
+    prob: Annotated[float, Range(0, 1, low_open=True)] = 1.0
+    switch_prob: Annotated[float, Range(0, 1)] = 0.5
+
+    def __post_init__(self) -> None:
+        check_arguments(type(self), asdict(self), "train.mixup")
+        if not self.mixup_alpha and not self.cutmix_alpha:
+            raise ParameterError("train.mixup: mixup_alpha = 0 and cutmix_alpha = 0 mix nothing; set one above 0, "
+                                 "or remove train.mixup")
+
+
+def table_of(settings: type, value: Any) -> Any:
+    """An optional table setting as ``settings``: None when off (absent, None, false), the defaults for true."""
     if value is None or value is False:
         return None
     if value is True:
-        return TailSynthesis()
-    return value if isinstance(value, TailSynthesis) else TailSynthesis(**value)
+        return settings()
+    return value if isinstance(value, settings) else settings(**value)
 
 
 @dataclass(frozen=True)
@@ -107,6 +155,19 @@ class TrainSettings:
         tail_synthesis: Train a classifier's head on virtual features of the rarest classes too:
             a table of settings (rarest, below, share, alpha, memory; see TailSynthesis), true for
             their defaults, or false or None (the default) for none.
+        ema: Keep an exponential moving average of the weights and make it the run's model: a
+            table (decay, warmup; see Ema), true for its defaults, or false or None for none.
+        mixup: Mix a classifier's training batches (mixup and CutMix): a table (mixup_alpha,
+            cutmix_alpha, prob, switch_prob; see Mixup), true for its defaults, or false or None.
+        accumulate: Add up the gradients of this many batches before each optimiser step
+            (gradient accumulation: the step sees accumulate × batch_size images).
+        channels_last: Keep images and convolution weights in channels-last memory order
+            (faster convolutions on most CPUs and GPUs).
+        compile: Compile the model with torch.compile before training (slower first epoch).
+        tta: Test-time augmentation of the run's evaluations, predictions and exported graph:
+            'none', 'flips' (the mean over the image and its horizontal, vertical and double
+            flips) or 'dihedral' (the 8 flips and quarter turns of a square image; the 4 flips of
+            an oblong one). Classification and segmentation only.
     """
 
     epochs: Annotated[int, Range(1)] = 10
@@ -133,10 +194,20 @@ class TrainSettings:
     linear_probe: bool = False
     progress: bool = True
     tail_synthesis: Annotated[TailSynthesis | dict | bool | None, SettingsTable(TailSynthesis)] = None
+    ema: Annotated[Ema | dict | bool | None, SettingsTable(Ema)] = None
+    mixup: Annotated[Mixup | dict | bool | None, SettingsTable(Mixup)] = None
+    accumulate: Annotated[int, Range(1)] = 1
+    channels_last: bool = False
+    compile: bool = False
+    tta: Literal["none", "flips", "dihedral"] = "none"
 
     def __post_init__(self) -> None:
         check_arguments(type(self), asdict(self), "train")
-        object.__setattr__(self, "tail_synthesis", tail_synthesis_of(self.tail_synthesis))
+        for name, table in (("tail_synthesis", TailSynthesis), ("ema", Ema), ("mixup", Mixup)):
+            object.__setattr__(self, name, table_of(table, getattr(self, name)))
+        if self.mixup is not None and self.tail_synthesis is not None:
+            raise ParameterError("train.mixup and train.tail_synthesis both change what the head is trained on; "
+                                 "use one of them")
         if not self.warmup_epochs < self.epochs:
             raise ParameterError(f"train.warmup_epochs: must be below epochs = {self.epochs}, got {self.warmup_epochs}")
         if not self.min_lr <= self.lr:
