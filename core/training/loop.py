@@ -36,6 +36,8 @@ from defectlab.training import distributed
 from defectlab.training.checkpoints import load_checkpoint, save_checkpoint
 from defectlab.training.contracts import broken, checked_logits, checked_loss, checked_losses
 from defectlab.training.evaluation import evaluate_split, to_device, write_evaluation
+from defectlab.training.events import Events
+from defectlab.training.features import training_features
 from defectlab.training.settings import TrainSettings
 from defectlab.training.transfer import (
     freeze_backbone,
@@ -101,8 +103,21 @@ def make_schedule(optimizer: torch.optim.Optimizer, settings: TrainSettings) -> 
 
 
 def unwrap(model: nn.Module) -> nn.Module:
-    """The model inside a DistributedDataParallel wrapper."""
-    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+    """The model inside a DistributedDataParallel wrapper and torch.compile's."""
+    model = model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+    return getattr(model, "_orig_mod", model)
+
+
+def mixed_precision(device: torch.device) -> torch.dtype | None:
+    """The autocast type ``train.amp`` means on ``device``: float16 on a GPU, bfloat16 on a CPU that computes
+    it natively (AVX-512 BF16 or AMX), else None (float32)."""
+    if device.type == "cuda":
+        return torch.float16
+    try:
+        native = device.type == "cpu" and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # a build without oneDNN
+        native = False
+    return torch.bfloat16 if native else None
 
 
 @contextmanager
@@ -127,8 +142,9 @@ class Trainer:
     """Train ``model`` on ``data`` with ``loss``, evaluating with ``evaluators``, into ``folder``.
 
     Every piece can be built on its own (``defectlab.create``) and handed in here; ``fit()``
-    returns the :class:`~defectlab.runs.run.Run`. ``callbacks`` are called after every epoch with
-    the trainer and that epoch's metrics (on every rank).
+    returns the :class:`~defectlab.runs.run.Run`. ``callbacks`` listen to the loop's events
+    (:mod:`defectlab.training.events`) on every rank, after the engine's own features (mixup, the
+    weight average); a plain function ``f(trainer, record)`` is called after every epoch.
     """
 
     def __init__(self, model: nn.Module, loss: nn.Module, data: Any, folder: str | Path,
@@ -140,7 +156,7 @@ class Trainer:
         self.folder = Path(folder)
         self.model, self.loss, self.data = model, loss, data
         self.evaluators = list(evaluators)
-        self.callbacks = list(callbacks)
+        self.events = Events([*training_features(self.settings, data), *callbacks])
         self.extra = dict(describe or {})
         self.epoch = 0  # epochs completed
         self.best: dict[str, Any] = {"epoch": None, "value": None, "monitor": self.settings.monitor}
@@ -149,7 +165,10 @@ class Trainer:
         self.transfer_report: dict[str, Any] | None = None
         self.frozen: list[str] = []
         self.warnings: list[str] = []  # what callbacks found worth telling (e.g. a collapsing pretraining)
-        self.amp = self.settings.amp and self.device.type == "cuda"
+        self.amp_dtype = mixed_precision(self.device) if self.settings.amp else None
+        self.amp = self.amp_dtype is not None
+        self.restored: dict[str, Any] | None = None  # the state of last.pt a resumed run started from
+        self.evaluated: nn.Module | None = None  # what validation scores instead of the network (the weight average)
         self.fitted = hasattr(model, "fit")  # an anomaly model: fitted in one pass, no optimiser
         self.optimizer: torch.optim.Optimizer | None = None
         self.schedule: torch.optim.lr_scheduler.LRScheduler | None = None
@@ -169,6 +188,10 @@ class Trainer:
         if self.settings.linear_probe:
             self.frozen = freeze_backbone(self.model)
         self.model.to(self.device)
+        if self.settings.channels_last:
+            self.model.to(memory_format=torch.channels_last)
+        if self.settings.compile:
+            self.model = torch.compile(self.model)
         if self.loss is not None:  # a detector computes its own losses
             self.loss.to(self.device)
         distributed.start(self.world, self.device)
@@ -184,15 +207,20 @@ class Trainer:
             unused = hasattr(self.model, "param_groups")
             self.model = nn.parallel.DistributedDataParallel(self.model, device_ids=ids, find_unused_parameters=unused)
         if not self.fitted:  # a fitted model has nothing to optimise
-            groups = getattr(unwrap(self.model), "param_groups", None)  # an objective groups its own parameters
+            groups = getattr(self.network, "param_groups", None)  # an objective groups its own parameters
             trainable = groups() if groups is not None else [p for p in self.model.parameters() if p.requires_grad]
             self.optimizer = make_optimizer(trainable, self.settings)
             self.schedule = make_schedule(self.optimizer, self.settings)
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp and not self.fitted)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16 and not self.fitted)
+
+    @property
+    def network(self) -> nn.Module:
+        """The model being trained, without the DistributedDataParallel and torch.compile wrappers."""
+        return unwrap(self.model)
 
     def _restore(self) -> None:
         state = load_checkpoint(self.folder / "last.pt")
-        unwrap(self.model).load_state_dict(state["model"])
+        self.network.load_state_dict(state.get("trained_model", state["model"]))  # a weight average saves both
         if not self.fitted:
             self.optimizer.load_state_dict(state["optimizer"])
             self.schedule.load_state_dict(state["schedule"])
@@ -200,6 +228,7 @@ class Trainer:
         self.epoch, self.best, self.bad_evaluations = state["epoch"], state["best"], state["bad_evaluations"]
         self.skipped = dict.fromkeys(state.get("skipped", []))
         self.transfer_report = state.get("transfer_report")
+        self.restored = state
         if self.world.is_main:
             self._truncate_metrics(self.epoch)
         self._say(f"resuming {self.folder} after epoch {self.epoch} of {self.settings.epochs}")
@@ -239,9 +268,13 @@ class Trainer:
                 self._restore()
             elif self.world.is_main:
                 write_text(self.folder / "metrics.jsonl", "")
+            self.events.fire("fit_start", self)
             self._status("running")
             self._loop()
             self._finish()
+            from defectlab.runs.run import Run
+
+            self.events.fire("fit_end", self, Run(self.folder))
         except KeyboardInterrupt:
             message = (f"interrupted during epoch {self.epoch + 1}; last.pt holds epoch {self.epoch}. "
                        f"Continue with: defectlab train --resume {self.folder}" if self.epoch else
@@ -259,8 +292,7 @@ class Trainer:
             record = self._epoch(self.epoch + 1)
             self.epoch += 1
             stop = self._after_epoch(record)
-            for callback in self.callbacks:
-                callback(self, record)
+            self.events.fire("epoch_end", self, record)
             if stop:
                 self._say(f"early stop after epoch {self.epoch}: {self.settings.monitor} has not improved for "
                           f"{self.bad_evaluations} evaluations (best {self.best['value']:.4g} at epoch "
@@ -270,6 +302,7 @@ class Trainer:
     def _epoch(self, epoch: int) -> dict[str, Any]:
         """One pass over the training split, then (every eval_every epochs) the validation split."""
         seed_everything(self.settings.seed * 10_007 + epoch)
+        self.events.fire("epoch_start", self, epoch)
         if self.fitted:
             return self._validated(self._fit_pass(epoch))
         self.model.train()
@@ -286,7 +319,7 @@ class Trainer:
                 continue
             progress = ((epoch - 1) * steps + step) / (self.settings.epochs * steps)  # of every step, for schedules
             loss = self._step(images.to(self.device, non_blocking=True), to_device(batch["target"], self.device),
-                              epoch, step, progress)
+                              epoch, step, progress, steps)
             total += loss * len(images)
             seen += len(images)
             bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
@@ -300,7 +333,7 @@ class Trainer:
                   "lr": self.optimizer.param_groups[0]["lr"],
                   "weight_decay": self.optimizer.param_groups[0]["weight_decay"],
                   "seconds": round(seconds, 3), "images_per_s": round(seen / seconds, 2)}
-        epoch_metrics = getattr(unwrap(self.model), "epoch_metrics", None)
+        epoch_metrics = getattr(self.network, "epoch_metrics", None)
         if epoch_metrics is not None:
             record.update({f"train/{k}": float(v) for k, v in epoch_metrics().items()})
         self.schedule.step()
@@ -310,14 +343,15 @@ class Trainer:
         """``record`` with the validation split's scores, every eval_every epochs and after the last."""
         epoch = record["epoch"]
         if (epoch % self.settings.eval_every == 0 or epoch == self.settings.epochs) and "val" in self.data.splits:
-            scores = evaluate_split(unwrap(self.model), self.loss, self.data, "val", self.evaluators,
-                                    self.device, on_skipped=self._note_skipped, amp=self.amp)
+            scores = evaluate_split(self.evaluated or self.network, self.loss, self.data, "val", self.evaluators,
+                                    self.device, on_skipped=self._note_skipped, amp=self.amp_on_gpu)
             record.update({f"val/{k}": v for k, v in scores.items()})
+            self.events.fire("evaluation_end", self, "val", scores)
         return record
 
     def _fit_pass(self, epoch: int) -> dict[str, Any]:
         """A fitted model's one pass: ``fit`` gets the training split's image batches, without gradients."""
-        model, seen = unwrap(self.model), 0
+        model, seen = self.network, 0
         model.eval()
 
         def batches() -> Iterator[torch.Tensor]:
@@ -347,8 +381,20 @@ class Trainer:
         return tqdm(loader, desc=label, leave=False, file=sys.stderr, dynamic_ncols=True,
                     disable=None if self.settings.progress and self.world.is_main else True)
 
-    def _step(self, images: torch.Tensor, targets: Any, epoch: int, step: int, progress: float) -> float:
-        autocast = torch.autocast("cuda", dtype=torch.float16) if self.amp else nullcontext()
+    @property
+    def amp_on_gpu(self) -> bool:
+        """Whether evaluation runs under autocast: on a GPU only (a CPU evaluates in float32)."""
+        return self.amp and self.device.type == "cuda"
+
+    def _step(self, images: torch.Tensor, targets: Any, epoch: int, step: int, progress: float, steps: int) -> float:
+        """One batch forward and backward; the optimiser steps after every ``train.accumulate`` batches (and
+        after the epoch's last one), on the gradients' mean over those batches."""
+        batch = {"images": images, "targets": targets, "epoch": epoch, "step": step}
+        self.events.fire("batch_start", self, batch)
+        images, targets = batch["images"], batch["targets"]
+        if self.settings.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        autocast = torch.autocast(self.device.type, dtype=self.amp_dtype) if self.amp else nullcontext()
         with autocast:
             if isinstance(targets, list):  # a detector takes its targets and returns its named losses
                 parts = checked_losses(self.model, self.model(images, targets))
@@ -367,9 +413,23 @@ class Trainer:
             raise TrainingError(f"the loss became {float(loss.detach()):g} at epoch {epoch}, step {step}; training "
                                 f"stopped and {last}. Lower train.lr, set train.clip_grad_norm, or check the data "
                                 f"(`defectlab check-data`)")
-        self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
-        model = unwrap(self.model)
+        every = self.settings.accumulate
+        first = (step - 1) // every * every + 1  # the first batch of this step's group
+        group = min(every, steps - first + 1)
+        stepping = step == first + group - 1
+        if step == first:
+            self.optimizer.zero_grad(set_to_none=True)
+        syncing = self.model.no_sync() if self.world.distributed and not stepping else nullcontext()
+        with syncing:  # DDP averages the gradients once per optimiser step
+            self.scaler.scale(loss / group).backward()
+        if stepping:
+            self._optimizer_step(progress)
+        batch.update(loss=float(loss.detach()), stepped=stepping)
+        self.events.fire("batch_end", self, batch)
+        return batch["loss"]
+
+    def _optimizer_step(self, progress: float) -> None:
+        model = self.network
         if hasattr(model, "before_optimizer_step"):  # e.g. DINO drops a frozen layer's gradients
             model.before_optimizer_step(progress)
         if self.settings.clip_grad_norm is not None:
@@ -379,7 +439,6 @@ class Trainer:
         self.scaler.update()
         if hasattr(model, "after_step"):  # e.g. an EMA teacher, schedules of momentum and weight decay
             model.after_step(progress, self.optimizer)
-        return float(loss.detach())
 
     def _after_epoch(self, record: dict[str, Any]) -> bool:
         """Log the epoch, update best/last checkpoints; True when early stopping says stop."""
@@ -412,6 +471,7 @@ class Trainer:
             except OSError as exc:
                 raise write_error(metrics, exc) from exc
             state = self._checkpoint_state()
+            self.events.fire("checkpoint", self, state)
             save_checkpoint(self.folder / "last.pt", state)
             if improved:
                 save_checkpoint(self.folder / "best.pt", state)
@@ -427,14 +487,16 @@ class Trainer:
             distributed.barrier(self.world)
             return
         best = self.folder / "best.pt"
-        model = unwrap(self.model)
+        model = self.network
         if best.is_file():
             model.load_state_dict(load_checkpoint(best)["model"])
         split = next((s for s in ("test", "val") if s in self.data.splits), None)
         results: dict[str, Any] = {}
         if split is not None:
             results = write_evaluation(model, self.loss, self.data, split, self.evaluators, self.device,
-                                       self.folder / "eval" / split, on_skipped=self._note_skipped, amp=self.amp)
+                                       self.folder / "eval" / split, on_skipped=self._note_skipped,
+                                       amp=self.amp_on_gpu)
+            self.events.fire("evaluation_end", self, split, results["scores"])
             self._say(f"{split}: " + ", ".join(f"{k} {v:.4g}" for k, v in results["scores"].items()
                                                if "/" not in k and isinstance(v, float)))
         self._status("finished", evaluation={"split": split, "scores": results.get("scores", {})})
@@ -448,7 +510,7 @@ class Trainer:
 
     def _checkpoint_state(self) -> dict[str, Any]:
         optimizer, schedule = (None, None) if self.fitted else (self.optimizer.state_dict(), self.schedule.state_dict())
-        return {"model": unwrap(self.model).state_dict(), "optimizer": optimizer, "schedule": schedule,
+        return {"model": self.network.state_dict(), "optimizer": optimizer, "schedule": schedule,
                 "scaler": self.scaler.state_dict(), "epoch": self.epoch,
                 "best": dict(self.best), "bad_evaluations": self.bad_evaluations, "skipped": list(self.skipped),
                 "transfer_report": self.transfer_report, "settings": self.settings.to_dict(), **self.extra}

@@ -67,8 +67,8 @@ class Ema:
 
     Args:
         decay: d, the average's decay per optimiser step: the average spans about 1 / (1 − d) steps.
-        warmup: Start with a shorter average, d_t = min(decay, 1 − (1 + t)^(−2/3)) at step t, so the
-            first epochs are not dominated by the random initialisation.
+        warmup: Start with a shorter average, d_t = min(decay, 1 − t^(−2/3)) at the t-th optimiser
+            step (the first step copies the weights), so the random initialisation fades quickly.
     """
 
     decay: Annotated[float, Range(0, 1, high_open=True)] = 0.999

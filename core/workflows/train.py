@@ -182,6 +182,7 @@ def build_stage(config: Mapping[str, Any], splits_csv: Path | None = None) -> tu
     from defectlab.plugin_system.components import create, resolve_spec
     from defectlab.training.loop import seed_everything
     from defectlab.training.settings import TrainSettings
+    from defectlab.training.tta import TASKS as TTA_TASKS
 
     settings = TrainSettings(**resolved_settings(config.get("train", {}), TrainSettings))
     seed_everything(settings.seed)
@@ -229,6 +230,9 @@ def build_stage(config: Mapping[str, Any], splits_csv: Path | None = None) -> tu
             raise ConfigError(["export: a pretraining run has no trained head to export; export the run you train "
                                "on its encoder (--init-from)"])
         resolved["export"] = resolved_settings(config["export"], export_settings)
+    if settings.tta != "none" and data.task not in TTA_TASKS:
+        raise ConfigError([f"train.tta: test-time augmentation is for classification and segmentation only; the "
+                           f"data are for '{data.task}'. Remove it from [train]"])
     if data.task == "pretrain":
         from defectlab.training.objective import ObjectiveLoss, ObjectiveModel
 
@@ -240,9 +244,13 @@ def build_stage(config: Mapping[str, Any], splits_csv: Path | None = None) -> tu
         resolved.update(ssl=_as_spec(config["ssl"]), pretrain=resolved_settings(config.get("pretrain", {}),
                                                                                    pretrain_settings))
         return resolved, data, ObjectiveModel(objective), ObjectiveLoss(), []
-    if settings.tail_synthesis is not None and data.task != "classify":
-        raise ConfigError([f"train.tail_synthesis: makes virtual features for a classifier's head; the data are for "
-                           f"'{data.task}'. Remove it from [train]"])
+    for name, what in (("tail_synthesis", "makes virtual features for a classifier's head"),
+                       ("mixup", "mixes the images and class labels of a classifier's batches")):
+        if getattr(settings, name) is not None and data.task != "classify":
+            raise ConfigError([f"train.{name}: {what}; the data are for '{data.task}'. Remove it from [train]"])
+    if settings.ema is not None and data.task == "anomaly":
+        raise ConfigError([f"train.ema: '{component.name}' is fitted in one pass, so there are no steps to average; "
+                           f"remove train.ema"])
     evaluator_specs = config["evaluators"] if config.get("evaluators") is not None else DEFAULT_EVALUATORS[data.task]
     if data.task in ("detect", "anomaly"):  # a detector computes its own losses; an anomaly model has none
         what = "is a detector and computes its own losses" if data.task == "detect" else "is fitted, not trained " \
@@ -261,7 +269,12 @@ def build_stage(config: Mapping[str, Any], splits_csv: Path | None = None) -> tu
         return resolved, data, model, None, [create("evaluator", spec) for spec in evaluator_specs]
     loss_spec = config.get("loss") or DEFAULT_LOSS[data.task]
     resolved.update(loss=_as_spec(loss_spec), evaluators=[_as_spec(s) for s in evaluator_specs])
-    return resolved, data, model, create("loss", loss_spec), [create("evaluator", spec) for spec in evaluator_specs]
+    loss = create("loss", loss_spec)
+    if settings.mixup is not None and not getattr(loss, "soft_targets", False):
+        raise ConfigError([f"train.mixup: the loss '{_as_spec(loss_spec)['name']}' takes class indices only, but mixed "
+                           f"batches have soft targets (class probabilities); use cross_entropy, focal or "
+                           f"logit_adjusted, or remove train.mixup"])
+    return resolved, data, model, loss, [create("evaluator", spec) for spec in evaluator_specs]
 
 
 def _as_spec(spec: Any) -> dict[str, Any]:
