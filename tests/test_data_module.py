@@ -135,9 +135,30 @@ def test_oversampling_evens_out_the_classes():
     assert sorted(plain) == list(range(100))  # without oversampling: each sample once, 90/10
 
 
-def test_oversampling_needs_labels():
-    with pytest.raises(DataError, match="oversample"):
-        DataModule(dl.open_dataset({"name": "synthetic_cracks", "count": 20, "size": 32, "defect_ratio": 0.01}), balance="oversample")
+@pytest.mark.parametrize("balance,shares", [
+    ("none", [0.9, 0.1]),
+    ("oversample", [0.5, 0.5]),    # 90·(1/90) : 10·(1/10) = 1 : 1
+    ("sqrt", [0.75, 0.25]),        # 90/√90 : 10/√10 = √90 : √10 = 3 : 1
+])
+def test_balance_gives_each_class_its_share_of_an_epoch(balance, shares):
+    data = DataModule(ArrayDataset([90, 10]), split=[1.0, 0.0], balance=balance, image_size=8)
+    sampler, train = data.loader("train").sampler, data.splits["train"]
+    labels = [data.datasets["train"].samples[i].label for i in train]
+    if balance != "none":  # the probability of drawing a class is the sum of its samples' weights
+        weights = sampler.weights / sampler.weights.sum()
+        assert [weights[[lab == c for lab in labels]].sum().item() for c in (0, 1)] == pytest.approx(shares)
+    drawn = Counter()
+    for epoch in range(40):
+        sampler.set_epoch(epoch)
+        drawn.update(labels[p] for p in sampler)
+    assert [drawn[c] / 4000 for c in (0, 1)] == pytest.approx(shares, abs=0.03)  # 4.4σ of 4000 draws at 1/4
+
+
+@pytest.mark.parametrize("balance", ["oversample", "sqrt"])
+def test_oversampling_needs_labels(balance):
+    with pytest.raises(DataError, match=f"balance='{balance}' needs a class label per training image"):
+        DataModule(dl.open_dataset({"name": "synthetic_cracks", "count": 20, "size": 32, "defect_ratio": 0.01}),
+                   balance=balance)
 
 
 def test_training_order_is_seeded_by_epoch_and_sharded_by_rank():

@@ -231,7 +231,8 @@ class DataModule:
         eval_batch_size: Batch size for val and test (default: batch_size).
         workers: DataLoader worker processes (0: load in the training process).
         balance: 'oversample': draw training samples with probability 1/(size of their class),
-            so every class is seen about equally often; 'none': each sample once per epoch.
+            so every class is seen about equally often; 'sqrt': with probability 1/√(size of their
+            class), a milder re-balancing; 'none': each sample once per epoch.
         cache: Keep decoded, resized images in memory when they fit in ``cache_mb``.
         cache_mb: Memory for cached images, all splits together (split by split while they fit).
         drop_last: Leave out the last training batch when it is smaller than batch_size.
@@ -251,7 +252,7 @@ class DataModule:
                  augment: tuple[str, ...] = ("flip", "rotate", "contrast", "noise"),
                  batch_size: Annotated[int, Range(1)] = 32,
                  eval_batch_size: Annotated[int | None, Range(1)] = None, workers: Annotated[int, Range(0)] = 0,
-                 balance: Literal["none", "oversample"] = "none", cache: bool = True,
+                 balance: Literal["none", "oversample", "sqrt"] = "none", cache: bool = True,
                  cache_mb: Annotated[int, Range(0)] = 1024, drop_last: bool = False) -> None:
         check_arguments(DataModule, {k: v for k, v in locals().items() if k != "dataset"}, "data")
         fractions = checked_fractions(split)
@@ -300,7 +301,7 @@ class DataModule:
                                 f"defect/), or check the dataset's path and format")
         if splits_csv is not None and not Path(splits_csv).exists():
             self.save_splits(splits_csv)
-        self._weights = self._oversampling_weights() if balance == "oversample" else None
+        self._weights = None if balance == "none" else self._oversampling_weights(balance)
         self._cached = self._cache_plan(cache, cache_mb)
         self._images: dict[str, SplitImages] = {}
         self._loaders: dict[tuple[str, int, int], DataLoader] = {}
@@ -459,15 +460,15 @@ class DataModule:
             loader.sampler.set_epoch(epoch)
         return loader
 
-    def _oversampling_weights(self) -> list[float]:
-        """Training sampling weights 1 / (images of the sample's class), for balance='oversample'."""
+    def _oversampling_weights(self, balance: str) -> list[float]:
+        """Training sampling weights 1 / n ('oversample') or 1 / √n ('sqrt'), n the images of the sample's class."""
         samples = self.datasets["train"].samples
         labels = [samples[i].label for i in self.splits["train"]]
         if None in labels:
-            raise DataError("balance='oversample' needs a class label per training image; this data has images "
+            raise DataError(f"balance={balance!r} needs a class label per training image; this data has images "
                             "without one (use balance='none')")
         counts = self.class_counts("train")
-        return [1.0 / counts[label] for label in labels]
+        return [1.0 / (math.sqrt(counts[label]) if balance == "sqrt" else counts[label]) for label in labels]
 
 
 def has_masks(data: DefectDataset) -> bool:

@@ -272,7 +272,7 @@ def build_stage(config: Mapping[str, Any], splits_csv: Path | None = None) -> tu
     loss = create("loss", loss_spec)
     if settings.mixup is not None and not getattr(loss, "soft_targets", False):
         raise ConfigError([f"train.mixup: the loss '{_as_spec(loss_spec)['name']}' takes class indices only, but mixed "
-                           f"batches have soft targets (class probabilities); use cross_entropy, focal or "
+                           f"batches have soft targets (class probabilities); use cross_entropy, multiclass_focal or "
                            f"logit_adjusted, or remove train.mixup"])
     return resolved, data, model, loss, [create("evaluator", spec) for spec in evaluator_specs]
 

@@ -1,4 +1,5 @@
-"""Entry point of the classification losses: cross-entropy (SPEC 001, 002 §4.2–4.4) and softmax focal loss.
+"""Entry point of the classification losses: cross-entropy (SPEC 001, 002 §4.2–4.4), softmax focal loss and
+logit-adjusted cross-entropy (Menon et al. 2021).
 
 The losses need torch, so they are imported only when the registry asks for them: importing
 this module (as every ``defectlab`` command does through the entry point) stays cheap.

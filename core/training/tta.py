@@ -1,0 +1,90 @@
+"""Test-time augmentation (``train.tta``): a model's prediction averaged over flipped and turned views of the image.
+
+'flips' takes the image, its horizontal flip, its vertical flip and both flips; 'dihedral' adds
+the quarter turns and the two transposes (all 8 symmetries of a square) where the image is
+square, else it takes the 4 flips. A view is ``(turns, flip)``: the width flipped if ``flip``,
+then ``turns`` quarter turns (``torch.rot90`` over the last two dimensions). A segmenter's
+logits of each view are mapped back to the image's orientation by the view's inverse.
+
+The views are combined in probability space, the mean of the softmax (of the sigmoid for one
+logit per image or pixel), and returned as the logits of that mean: ``log p̄`` for softmax,
+``log(p̄ / (1 - p̄))`` for one logit. So softmax (sigmoid) of the result is the mean probability,
+and its argmax, the threshold at 0.5 and the loss all see the same answer. The engine, the
+run's predictor and the exported graph call :func:`tta_logits` alike.
+
+torch is imported when a prediction is made, not with this module (the command line reads
+:data:`MODES`).
+"""
+
+from __future__ import annotations
+
+import math
+import typing
+from typing import TYPE_CHECKING, Any
+
+from defectlab.plugin_system.errors import ParameterError
+from defectlab.plugin_system.parameters import parameters_of
+from defectlab.training.settings import TrainSettings
+
+if TYPE_CHECKING:
+    from torch import Tensor
+
+#: The settings of ``train.tta``, as TrainSettings declares them: 'none', 'flips', 'dihedral'.
+MODES: tuple[str, ...] = typing.get_args(next(p.annotation for p in parameters_of(TrainSettings) if p.name == "tta"))
+#: The tasks whose models test-time augmentation averages.
+TASKS = ("classify", "segment")
+#: The views of 'flips': the image, its horizontal flip, its vertical flip, both flips.
+FLIPS = ((0, False), (0, True), (2, True), (2, False))
+#: The other 4 views of 'dihedral': the quarter turns and the transposes.
+TURNS = ((1, False), (3, False), (1, True), (3, True))
+
+
+def checked_tta(task: str, tta: str) -> str:
+    """``tta`` if it is a mode and the ``task`` takes it; else a ParameterError that says what does."""
+    if tta not in MODES:
+        raise ParameterError(f"tta: unknown test-time augmentation {tta!r}; choose one of {', '.join(MODES)}")
+    if tta != "none" and task not in TASKS:
+        raise ParameterError(f"test-time augmentation (tta '{tta}') is for classification and segmentation only; "
+                             f"this model's task is '{task}' (use tta 'none')")
+    return tta
+
+
+def views(tta: str, height: int, width: int) -> tuple[tuple[int, bool], ...]:
+    """The ``(turns, flip)`` views of ``tta`` for an image of ``height`` × ``width`` (quarter turns if square)."""
+    if tta == "none":
+        return FLIPS[:1]
+    return FLIPS + TURNS if tta == "dihedral" and height == width else FLIPS
+
+
+def view(x: Tensor, turns: int, flip: bool) -> Tensor:
+    """``x`` (..., H, W) seen in one view: the width flipped if ``flip``, then ``turns`` quarter turns."""
+    import torch
+
+    x = x.flip(-1) if flip else x
+    return torch.rot90(x, turns, (-2, -1)) if turns else x
+
+
+def unview(x: Tensor, turns: int, flip: bool) -> Tensor:
+    """The inverse of :func:`view`: ``x`` seen in the view back in the image's orientation."""
+    import torch
+
+    x = torch.rot90(x, -turns, (-2, -1)) if turns else x
+    return x.flip(-1) if flip else x
+
+
+def tta_logits(model: Any, images: Tensor, tta: str) -> Tensor:
+    """The logits of ``model``'s mean probability over the views of ``images`` (N, C, H, W), as float32: (N, K)
+    for a classifier, (N, K, h, w) for a segmenter (each view's map turned back first)."""
+    import torch
+    import torch.nn.functional as F
+
+    from defectlab.training.contracts import checked_logits
+
+    outputs = []
+    for turns, flip in views(tta, *images.shape[-2:]):
+        logits = checked_logits(model, model(view(images, turns, flip))).float()
+        outputs.append(unview(logits, turns, flip) if logits.ndim == 4 else logits)
+    stacked = torch.stack(outputs)
+    if stacked.shape[2] == 1:  # log p̄ - log(1 - p̄), each a log-mean-exp (whose log of the count cancels)
+        return torch.logsumexp(F.logsigmoid(stacked), 0) - torch.logsumexp(F.logsigmoid(-stacked), 0)
+    return torch.logsumexp(torch.log_softmax(stacked, 2), 0) - math.log(len(outputs))
