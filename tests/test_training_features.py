@@ -269,3 +269,20 @@ def test_a_compiled_model_trains_and_saves_plain_weights(tiny, two_classes, tmp_
     state = load_checkpoint(run.folder / "best.pt")["model"]
     assert not any(k.startswith("_orig_mod") for k in state)  # predict and export load it into a plain model
     assert run.scores["accuracy"] >= 0.8
+
+
+# --- defectlab show ----------------------------------------------------------------------------------
+
+def test_show_lists_a_sections_settings_and_its_tables(run_cli):
+    result = run_cli("show", "train")
+    assert result.exit_code == 0, result.output
+    for name in ("ema", "mixup", "accumulate", "channels_last", "compile", "tta"):
+        assert f"\n{name} " in result.output
+    table = run_cli("show", "train", "ema", "--json")
+    info = __import__("json").loads(table.output)
+    assert info["name"] == "train.ema" and [p["name"] for p in info["parameters"]] == ["decay", "warmup"]
+    assert info["parameters"][0]["default"] == 0.999
+    wrong = run_cli("show", "trian")
+    assert wrong.exit_code == 1 and "did you mean 'train'" in wrong.output
+    assert "did you mean 'ema'" in run_cli("show", "train", "emma").output
+    assert run_cli("show", "loss").exit_code == 2  # a kind needs a component's name

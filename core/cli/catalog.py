@@ -61,17 +61,30 @@ def list_command(kind: str | None, pattern: str, as_json: bool) -> None:
 
 @click.command("show")
 @click.argument("kind")
-@click.argument("name")
+@click.argument("name", required=False)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
-def show_command(kind: str, name: str, as_json: bool) -> None:
-    """Show one component: summary, plugin, and its parameters with types, defaults and docs."""
-    from defectlab.plugin_system.components import describe
+def show_command(kind: str, name: str | None, as_json: bool) -> None:
+    """Show one component: summary, plugin, and its parameters with types, defaults and docs.
 
-    info = describe(kind, name)
+    KIND may also be a config section (data, train, pretrain, export): `defectlab show train`
+    lists the [train] settings, `defectlab show train ema` those of its [train.ema] table.
+    """
+    from defectlab.plugin_system.components import describe
+    from defectlab.plugin_system.kinds import KINDS
+
+    if kind not in KINDS:
+        from defectlab.workflows.train import describe_section
+
+        info = describe_section(kind, name)
+    elif name is None:
+        raise click.UsageError(f"show {kind} needs the NAME of a component (`defectlab list {kind}`)")
+    else:
+        info = describe(kind, name)
     if as_json:
         echo_json(info)
         return
-    click.echo(f"{info['kind']} '{info['name']}' from plugin {info['plugin']} {info['version']}")
+    click.echo(f"{info['kind']} '{info['name']}'" + (f" from plugin {info['plugin']} {info['version']}"
+                                                    if "plugin" in info else ""))
     for key in ("scope", "tasks"):
         if key in info:
             value = info[key]

@@ -20,6 +20,7 @@ from defectlab.plugin_system.errors import (
     DataError,
     DefectlabError,
     ParameterError,
+    did_you_mean,
 )
 from defectlab.plugin_system.parameters import Range
 from defectlab.workflows.export import ExportError, export_run, export_settings
@@ -67,6 +68,31 @@ def train_schema() -> dict[str, Section]:
         "stages": Section(value_type=list[dict]),
         "export": Section(settings=export_settings),
     }
+
+
+def describe_section(section: str, table: str | None = None) -> dict[str, Any]:
+    """The settings of a config section with settings ('data', 'train', 'pretrain', 'export') or of one of
+    the [train] tables ('ema', 'mixup', 'tail_synthesis'), as ``defectlab show`` prints a component."""
+    from defectlab.plugin_system.parameters import description_of, parameters_of, summary_of
+    from defectlab.training.settings import SettingsTable
+
+    from defectlab.plugin_system.kinds import KINDS
+
+    sections = {name: part.settings for name, part in train_schema().items() if part.settings is not None}
+    if section not in sections:
+        raise ParameterError(f"'{section}' is neither a kind nor a config section with settings"
+                             f"{did_you_mean(section, [*KINDS, *sections])} (kinds: {', '.join(KINDS)}; sections: "
+                             f"{', '.join(sections)})")
+    target, name = sections[section], section
+    if table is not None:
+        tables = {p.name: check.settings for p in parameters_of(target) for check in p.checks
+                  if isinstance(check, SettingsTable)}
+        if table not in tables:
+            listed = f" (tables: {', '.join(tables)})" if tables else ""
+            raise ParameterError(f"[{section}] has no table '{table}'{did_you_mean(table, tables)}{listed}")
+        target, name = tables[table], f"{section}.{table}"
+    return {"kind": "settings", "name": name, "summary": summary_of(target),
+            "parameters": [p.to_dict() for p in parameters_of(target)], "doc": description_of(target)}
 
 
 def merged(base: Mapping[str, Any], overlay: Mapping[str, Any]) -> dict[str, Any]:
