@@ -85,6 +85,7 @@ _LAZY = {  # public names whose modules import torch, click or onnxruntime
     "tile": "defectlab.data.tiling",
     "untile": "defectlab.data.tiling",
     "Trainer": "defectlab.training.loop",
+    "Callback": "defectlab.training.events",
     "TrainSettings": "defectlab.training.settings",
     "freeze_backbone": "defectlab.training.transfer",
     "init_backbone_from": "defectlab.training.transfer",
@@ -123,7 +124,7 @@ __all__ = [
     "screen", "ScreeningResult", "discrepancy_score", "select_source", "source_subset", "balancing_plan",
     "write_subset_csv",
     # training and using runs
-    "train", "pretrain", "Trainer", "TrainSettings", "Run", "freeze_backbone", "init_backbone_from",
+    "train", "pretrain", "Trainer", "Callback", "TrainSettings", "Run", "freeze_backbone", "init_backbone_from",
     "evaluate_run", "load_trained", "predict", "compare_runs", "sweep", "tune_oii", "OIITuning",
     # deployment
     "export", "check_parity", "load_exported", "ExportedModel",
