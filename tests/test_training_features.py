@@ -252,7 +252,7 @@ def test_the_step_runs_under_the_autocast_that_amp_names(two_classes, tmp_path):
 
 
 def test_channels_last_trains_to_the_same_weights(tiny, two_classes, tmp_path):
-    plain = dl.train(config(two_classes, amp=False), out=tmp_path / "plain")
+    plain = dl.train(config(two_classes, amp=False, channels_last=False), out=tmp_path / "plain")
     last = dl.train(config(two_classes, amp=False, channels_last=True), out=tmp_path / "last")
     a, b = load_checkpoint(plain.folder / "last.pt")["model"], load_checkpoint(last.folder / "last.pt")["model"]
     # the convolution's bias before batch norm has a gradient of rounding noise, which AdamW scales up to lr-sized

@@ -162,7 +162,8 @@ class TrainSettings:
         accumulate: Add up the gradients of this many batches before each optimiser step
             (gradient accumulation: the step sees accumulate × batch_size images).
         channels_last: Keep images and convolution weights in channels-last memory order
-            (faster convolutions on most CPUs and GPUs).
+            (faster convolutions on most CPUs and GPUs; with amp the CPU default measured fastest
+            at the same accuracy, benchmarks/cpu_speed.py).
         compile: Compile the model with torch.compile before training (slower first epoch).
         tta: Test-time augmentation of the run's evaluations, predictions and exported graph:
             'none', 'flips' (the mean over the image and its horizontal, vertical and double
@@ -197,7 +198,7 @@ class TrainSettings:
     ema: Annotated[Ema | dict | bool | None, SettingsTable(Ema)] = None
     mixup: Annotated[Mixup | dict | bool | None, SettingsTable(Mixup)] = None
     accumulate: Annotated[int, Range(1)] = 1
-    channels_last: bool = False
+    channels_last: bool = True
     compile: bool = False
     tta: Literal["none", "flips", "dihedral"] = "none"
 
