@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from defectlab import ImageTransform, ParameterError
+from defectlab import DataModule, ImageTransform, ParameterError
 
 
 def test_grey_to_three_channels_and_colour_to_luminance():
@@ -102,11 +102,173 @@ def test_augmentation_is_reproducible_with_torch_seed_and_off_unless_training():
 
 def test_unknown_augmentation_and_bad_settings():
     with pytest.raises(ParameterError, match=r"unknown augmentation 'flips'; did you mean 'flip'\?.*choices: flip, "
-                                             r"rotate, contrast, brightness, noise"):
+                                             r"rotate, contrast, brightness, noise, resized_crop, randaugment, "
+                                             r"trivialaugment"):
         ImageTransform(8, augment=["flips"])
+    with pytest.raises(ParameterError, match="did you mean 'randaugment'"):
+        ImageTransform(8, augment=["rand_augment"])
+    with pytest.raises(ParameterError, match="both 'randaugment' and 'trivialaugment'.*give one of them"):
+        ImageTransform(8, augment=["flip", "trivialaugment", "randaugment"])
     with pytest.raises(ParameterError, match="channels must be 1 or 3"):
         ImageTransform(8, channels=2)
     with pytest.raises(ParameterError, match="image_size"):
         ImageTransform(0)
     with pytest.raises(ParameterError, match="takes no mask"):
         ImageTransform(8)(np.zeros((8, 8), np.uint8), np.zeros((8, 8), np.uint8))
+    with pytest.raises(ParameterError, match="one each; got 2 labels for 1 boxes"):
+        ImageTransform(8, task="detect")(np.zeros((8, 8), np.uint8), boxes=torch.ones(1, 4), labels=torch.ones(2))
+
+
+def test_flip_and_rotate_draw_the_eight_symmetries_of_the_square_equally():
+    image = np.arange(16, dtype=np.uint8).reshape(4, 4)  # no symmetry: each of the 8 moves gives its own layout
+    symmetries = {tuple(np.rot90(flipped, k).flatten().tolist()) for flipped in (image, image.T) for k in range(4)}
+    transform = ImageTransform(4, channels=1, normalize="none", augment=["rotate", "flip"])
+    counts: dict[tuple[int, ...], int] = {}
+    draws = 1600
+    for seed in range(draws):
+        torch.manual_seed(seed)
+        layout = tuple(torch.round(transform(image, train=True)[0] * 255).long().flatten().tolist())
+        counts[layout] = counts.get(layout, 0) + 1
+    assert set(counts) == symmetries
+    chi_square = sum((n - draws / 8) ** 2 / (draws / 8) for n in counts.values())
+    assert chi_square < 24.32  # the 0.999 quantile of chi-square with 7 degrees of freedom
+
+
+def blocks(size: int, block: int) -> np.ndarray:
+    """A grey image of square blocks, each with its own value in 20..240."""
+    ids = np.arange((size // block) ** 2).reshape(size // block, size // block)
+    values = np.linspace(20, 240, ids.size).round().astype(np.uint8)
+    return values[ids].repeat(block, 0).repeat(block, 1)
+
+
+def purity(image: torch.Tensor, mask: torch.Tensor) -> float:
+    """The share of the mask's inner pixels (3x3 neighbourhood of one label, label > 0) whose image value is
+    their label's most common one: 1 when the mask moved as the image did, whatever happened to pixel values."""
+    labels = mask[None, None].float()
+    inner = (torch.nn.functional.max_pool2d(labels, 3, 1, 1) == -torch.nn.functional.max_pool2d(-labels, 3, 1, 1))
+    inner = inner[0, 0] & (mask > 0)
+    values, under = image[inner], mask[inner]
+    agree = sum(int((values[under == k] == values[under == k].mode().values).sum()) for k in under.unique())
+    return agree / max(len(values), 1)
+
+
+def test_resized_crop_moves_the_mask_with_the_image():
+    squares = np.indices((64, 64)) // 16
+    image = ((squares[0] + squares[1]) % 2 * 255).astype(np.uint8)  # a checkerboard of 16-pixel squares
+    mask = (image > 127).astype(np.int64)
+    transform = ImageTransform(64, channels=1, normalize="none", augment=["resized_crop"], task="segment")
+    moved = 0
+    for seed in range(20):
+        torch.manual_seed(seed)
+        out, got = transform(image, mask, train=True)
+        assert got.dtype == torch.long and set(got.unique().tolist()) <= {0, 1}
+        assert (got == (out[0] > 0.5)).float().mean() > 0.995  # a mask half a pixel off would miss ~3 % here
+        moved += not torch.equal(got, torch.tensor(mask))
+    assert moved >= 15
+
+
+@pytest.mark.parametrize("policy", ["randaugment", "trivialaugment"])
+def test_auto_augment_geometry_moves_the_mask_with_the_image(policy):
+    image = blocks(64, 16)
+    mask = (np.arange(16).reshape(4, 4) + 1).repeat(16, 0).repeat(16, 1)  # labels 1..16, one per block
+    transform = ImageTransform(64, channels=1, normalize="none", augment=[policy], task="segment")
+    moved = filled = 0
+    for seed in range(30):
+        torch.manual_seed(seed)
+        out, got = transform(image, mask, train=True)
+        assert got.dtype == torch.long and set(got.unique().tolist()) <= set(range(17))
+        assert purity(torch.round(out[0] * 255), got) > 0.95
+        moved += not torch.equal(got, torch.tensor(mask))
+        filled += bool((got == 0).any())  # background 0 where a shear, translation or rotation brought in area
+    assert moved >= 5 and filled >= 3
+
+
+def test_a_mask_that_does_not_follow_fails_the_purity_check():
+    image, mask = blocks(64, 16), (np.arange(16).reshape(4, 4) + 1).repeat(16, 0).repeat(16, 1)
+    shifted = torch.tensor(np.roll(image, 7, axis=1)).float()  # what a translation of 7 pixels does to the image
+    assert purity(shifted, torch.tensor(mask)) < 0.7 and purity(shifted, torch.tensor(np.roll(mask, 7, axis=1))) == 1
+
+
+def bright_box(boxes: torch.Tensor, image: torch.Tensor) -> tuple[list[float], bool]:
+    """The bounding box of the bright pixels (above the middle of the image's range) and whether the box covers
+    them, give or take 2 pixels (a crop's bilinear edge, which an equalize may brighten)."""
+    low, high = image.min(), image.max()
+    rows, cols = torch.nonzero(image >= (low + high) / 2, as_tuple=True)
+    bright = [cols.min().item(), rows.min().item(), cols.max().item() + 1, rows.max().item() + 1]
+    x1, y1, x2, y2 = boxes.tolist()
+    return bright, x1 <= bright[0] + 2 and y1 <= bright[1] + 2 and x2 >= bright[2] - 2 and y2 >= bright[3] - 2
+
+
+def iou(a: list[float], b: list[float]) -> float:
+    inter = max(0.0, min(a[2], b[2]) - max(a[0], b[0])) * max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
+
+
+@pytest.mark.parametrize("names", [["resized_crop"], ["randaugment"], ["trivialaugment"],
+                                   ["resized_crop", "randaugment", "flip", "rotate"]])
+def test_boxes_follow_crops_and_auto_augment_geometry(names):
+    image = np.zeros((64, 64), dtype=np.uint8)
+    image[20:36, 24:48] = 255  # x 24..48, y 20..36
+    transform = ImageTransform(64, channels=1, normalize="none", augment=names, task="detect")
+    checked = 0
+    for seed in range(40):
+        torch.manual_seed(seed)
+        out, boxes, labels = transform(image, train=True, boxes=torch.tensor([[24.0, 20.0, 48.0, 36.0]]),
+                                       labels=torch.tensor([3]))
+        assert len(boxes) == len(labels) == 1 and labels.tolist() == [3]  # the box stays inside every view
+        if out.max() - out.min() < 0.2:  # a solarize or posterize left no bright region to compare with
+            continue
+        bright, covered = bright_box(boxes[0], out[0])
+        assert covered and iou(bright, boxes[0].tolist()) > 0.7
+        checked += 1
+    assert checked >= 30
+
+
+def test_boxes_pushed_out_are_dropped_with_their_labels():
+    image = np.zeros((64, 64), dtype=np.uint8)
+    image[28:36, 28:36] = image[0:6, 0:6] = 255
+    boxes, labels = torch.tensor([[28.0, 28.0, 36.0, 36.0], [0.0, 0.0, 6.0, 6.0]]), torch.tensor([1, 2])
+    transform = ImageTransform(64, channels=1, normalize="none", augment=["resized_crop"], task="detect")
+    outcomes = set()
+    for seed in range(40):
+        torch.manual_seed(seed)
+        out, moved, kept = transform(image, train=True, boxes=boxes, labels=labels)
+        assert kept.tolist() in ([1, 2], [1]) and len(moved) == len(kept)  # the centre one is in every crop
+        assert ((moved >= 0) & (moved <= 64)).all() and (moved[:, 2:] - moved[:, :2] >= 1).all()
+        outcomes.add(len(kept))
+    assert outcomes == {1, 2}
+    torch.manual_seed(0)
+    assert len(transform(image, train=True, boxes=boxes)[1]) in (1, 2)  # boxes without labels still work
+
+
+@pytest.mark.parametrize("names", [["resized_crop"], ["randaugment"], ["trivialaugment"],
+                                   ["resized_crop", "trivialaugment", "flip", "rotate", "contrast", "noise"]])
+def test_new_augmentations_keep_grey_and_colour_and_repeat_with_the_seed(names):
+    rng = np.random.default_rng(1)
+    for image, channels in ((rng.integers(0, 256, (24, 24), dtype=np.uint8), 1),
+                            (rng.integers(0, 256, (24, 24, 3), dtype=np.uint8), 3)):
+        transform = ImageTransform(24, channels=channels, normalize="none", augment=names)
+        outputs = []
+        for seed in (3, 3, 4):
+            torch.manual_seed(seed)
+            outputs.append(transform(image, train=True))
+        assert all(out.shape == (channels, 24, 24) and 0 <= out.min() and out.max() <= 1 for out in outputs)
+        assert torch.equal(outputs[0], outputs[1]) and not torch.equal(outputs[0], outputs[2])
+        assert torch.equal(transform(image), ImageTransform(24, channels=channels, normalize="none")(image))
+    colour = rng.integers(0, 256, (24, 24, 3), dtype=np.uint8)
+    transform = ImageTransform(24, normalize="none", augment=names)
+    grey = 0
+    for seed in range(5):  # an op may darken or desaturate a view strongly, but colour stays colour
+        torch.manual_seed(seed)
+        out = transform(colour, train=True)
+        grey += torch.equal(out[0], out[1]) and torch.equal(out[1], out[2])
+    assert grey <= 1
+
+
+def test_a_detection_data_module_keeps_boxes_and_labels_matched_under_crops():
+    module = DataModule({"name": "synthetic_defects", "count": 20, "size": 64}, split=(1.0, 0.0), image_size=64,
+                        channels=1, augment=("resized_crop", "randaugment"), batch_size=20)
+    torch.manual_seed(0)
+    batch = next(iter(module.loader("train")))
+    for target in batch["target"]:
+        assert len(target["boxes"]) == len(target["labels"]) and target["labels"].dtype == torch.long

@@ -122,8 +122,8 @@ class SplitImages(Dataset):
         if mask is not None:
             return self.transform(image, mask, train=self.train)
         if self.task == "detect":
-            image, boxes = self.transform(image, train=self.train, boxes=self.pixel_boxes(index))
             labels = torch.tensor([box.label for box in self.dataset.samples[index].boxes or ()], dtype=torch.long)
+            image, boxes, labels = self.transform(image, train=self.train, boxes=self.pixel_boxes(index), labels=labels)
             return image, {"boxes": boxes, "labels": labels}
         label = self.dataset.samples[index].label if self.task == "classify" else 0  # pretraining ignores labels
         return self.transform(image, train=self.train), torch.tensor(label)
@@ -226,7 +226,8 @@ class DataModule:
         image_size: Side of the square images the model gets.
         channels: Image channels the model gets: 3 (grey repeated) or 1 (colour to luminance).
         normalize: 'imagenet' mean/std (one channel: 0.449/0.226) or 'none' (values in [0, 1]).
-        augment: Training augmentations, from flip, rotate, contrast, brightness, noise.
+        augment: Training augmentations, from flip, rotate, contrast, brightness, noise, resized_crop,
+            randaugment, trivialaugment (docs/data.md).
         batch_size: Training batch size (per process under torchrun).
         eval_batch_size: Batch size for val and test (default: batch_size).
         workers: DataLoader worker processes (0: load in the training process).

@@ -3,23 +3,32 @@
 :class:`ImageTransform` needs no dataset, so ``predict`` builds the same one from a run's
 settings for arbitrary files. It works in two steps: :meth:`ImageTransform.resize` (uint8 in,
 uint8 out: what a data module caches) and the call, which converts channels, augments when
-training (SPEC 000 §2.5: flip, rotation, contrast, noise; SPEC 003: brightness) and normalises.
-Detection boxes (x1, y1, x2, y2 in pixels of the output size) go through the same flips and
-rotations as the image. Randomness comes from torch's global generator, so ``torch.manual_seed``
-makes it repeatable.
+training (SPEC 000 §2.5: flip, rotation, contrast, noise; SPEC 003: brightness; torchvision's
+RandAugment, TrivialAugment and random resized crops) and normalises. Masks and detection boxes
+(x1, y1, x2, y2 in pixels of the output size) go through the same geometry as the image.
+Randomness comes from torch's global generator, so ``torch.manual_seed`` makes it repeatable.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
 from defectlab.plugin_system.errors import DataError, ParameterError, did_you_mean
 from PIL import Image
+from torchvision import tv_tensors
+from torchvision.transforms import v2
+from torchvision.transforms.v2 import functional as F
 
-AUGMENTATIONS = ("flip", "rotate", "contrast", "brightness", "noise")
+PIXEL_AUGMENTATIONS = ("resized_crop", "randaugment", "trivialaugment")  # torchvision v2, on the uint8 image
+AUGMENTATIONS = ("flip", "rotate", "contrast", "brightness", "noise", *PIXEL_AUGMENTATIONS)
+CROP_SCALE = (0.5, 1.0)  # share of the image's area a resized crop keeps: a small defect mostly stays in
+CROP_RATIO = (3 / 4, 4 / 3)  # the crop's width / height, before it is resized to the output size
+GEOMETRIC_OPS = frozenset({"ShearX", "ShearY", "TranslateX", "TranslateY", "Rotate"})  # of torchvision's auto-augment
+MIN_BOX_SIDE = 1.0  # pixels; a box that an augmentation leaves narrower or lower is dropped
+BOX_TOLERANCE = 1e-3  # pixels of rounding in torchvision's box geometry
 CONTRAST = 0.2  # factor drawn from [1 - CONTRAST, 1 + CONTRAST], about the image mean
 BRIGHTNESS = 0.1  # shift drawn from [-BRIGHTNESS, BRIGHTNESS] of the full range
 NOISE_STD = 0.02
@@ -31,19 +40,31 @@ GREY_MEAN, GREY_STD = 0.449, 0.226  # the means of ImageNet's per-channel values
 class ImageTransform:
     """Resize, channel conversion, augmentation (training only) and normalisation of one image.
 
-    Augmentations run in a fixed order whatever order they are named in: flip (horizontal and
-    vertical, each with probability 1/2), rotate (a random multiple of 90 degrees; only 180 for
-    non-square images), then contrast, brightness and Gaussian noise, clipped to [0, 1]. Flip
-    and rotate move a mask or the boxes with the image. They run before channel conversion, so a grey image
-    repeated to three channels stays grey.
+    Augmentations run in a fixed order whatever order they are named in. First torchvision's, on
+    the uint8 image: resized_crop (``RandomResizedCrop`` to the output size, keeping 0.5 to 1 of
+    the area, width / height 3/4 to 4/3), then randaugment (``RandAugment``: 2 ops of magnitude 9
+    out of 31 bins) or trivialaugment (``TrivialAugmentWide``: 1 op of random magnitude), not
+    both. Then, on the image in [0, 1]: flip (horizontal and vertical, each with probability
+    1/2), rotate (a random multiple of 90 degrees; only 180 for non-square images), contrast,
+    brightness and Gaussian noise, clipped to [0, 1]. On a square image flip and rotate together
+    draw each of the 8 symmetries of the square with probability 1/8.
+
+    A mask or the boxes follow every geometric step: masks by nearest neighbour, keeping their
+    values, with 0 (background) where a rotation, shear or translation brings in new area;
+    boxes are clamped to the image, and those left narrower or lower than 1 pixel are dropped
+    (with their labels). For classification a crop or a translation can cut a small defect out
+    of a defective image, which then teaches the wrong label: keep crops for defects that are not
+    near the border, or for segmentation and detection. Augmentation runs before channel
+    conversion, so a grey image repeated to three channels stays grey.
 
     Args:
         image_size: Output size: one int for square images, or (height, width).
         channels: Channels of the output: 3 (grey images repeated) or 1 (colour to luminance).
         normalize: 'imagenet' (ImageNet mean/std; for one channel mean 0.449, std 0.226) or 'none'.
-        augment: Augmentations applied when training, from flip, rotate, contrast, brightness, noise.
+        augment: Augmentations applied when training, from flip, rotate, contrast, brightness,
+            noise, resized_crop, randaugment, trivialaugment.
         task: 'classify' (images only), 'segment' (a mask may come with each image, and goes
-            through the same flips and rotations) or 'detect' (boxes may come with each image).
+            through the same geometry) or 'detect' (boxes may come with each image).
     """
 
     def __init__(self, image_size: int | tuple[int, int], channels: int = 3,
@@ -62,8 +83,19 @@ class ImageTransform:
             if name not in AUGMENTATIONS:
                 raise ParameterError(f"unknown augmentation {name!r}{did_you_mean(name, AUGMENTATIONS)} "
                                  f"(choices: {', '.join(AUGMENTATIONS)})")
+        if {"randaugment", "trivialaugment"} <= set(augment):
+            raise ParameterError("augment names both 'randaugment' and 'trivialaugment'; they are two policies for "
+                                 "the same thing, so give one of them")
         self.size: tuple[int, int] = size  # type: ignore[assignment]
         self.channels, self.normalize, self.augment, self.task = channels, normalize, frozenset(augment), task
+        pixel_ops: list[v2.Transform] = []
+        if "resized_crop" in self.augment:
+            pixel_ops.append(RandomResizedCrop(size, scale=CROP_SCALE, ratio=CROP_RATIO, antialias=True))
+        if "randaugment" in self.augment:
+            pixel_ops.append(RandAugment())
+        if "trivialaugment" in self.augment:
+            pixel_ops.append(TrivialAugmentWide())
+        self._pixel_ops = v2.Compose(pixel_ops) if pixel_ops else None
         if normalize == "imagenet":
             mean, std = (IMAGENET_MEAN, IMAGENET_STD) if channels == 3 else ((GREY_MEAN,), (GREY_STD,))
             self._mean, self._std = torch.tensor(mean).view(-1, 1, 1), torch.tensor(std).view(-1, 1, 1)
@@ -89,34 +121,67 @@ class ImageTransform:
         return image, mask
 
     def __call__(self, image: np.ndarray, mask: np.ndarray | None = None, train: bool = False,
-                 boxes: torch.Tensor | None = None) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+                 boxes: torch.Tensor | None = None, labels: torch.Tensor | None = None
+                 ) -> torch.Tensor | tuple[torch.Tensor, ...]:
         """A float tensor (C, H, W), normalised; with a mask also a long tensor (H, W), with boxes also the
-        boxes (N, 4) moved with the image.
+        boxes (N, 4) moved with the image, and with labels also the labels of the boxes kept.
 
         ``image`` is a uint8 array (H, W) or (H, W, 3), resized here unless it already has the
         output size. Augmentation runs only when ``train`` is True. Only a 'segment' transform
-        takes a mask, only a 'detect' one boxes (x1, y1, x2, y2 in pixels of the output size).
+        takes a mask, only a 'detect' one boxes (x1, y1, x2, y2 in pixels of the output size) and
+        their labels (N,); boxes that a crop or RandAugment's geometry pushes out are dropped.
         """
         if mask is not None and self.task != "segment":
             raise ParameterError(f"a '{self.task}' transform takes no mask; build it with task='segment'")
         if boxes is not None and self.task != "detect":
             raise ParameterError(f"a '{self.task}' transform takes no boxes; build it with task='detect'")
+        if labels is not None and (boxes is None or len(labels) != len(boxes)):
+            raise ParameterError(f"labels must come with boxes, one each; got {len(labels)} labels for "
+                                 f"{'no' if boxes is None else len(boxes)} boxes")
         resized = self.resize(image, mask)
         image, mask = resized if mask is not None else (resized, None)
         if image.ndim == 2:
             image = image[:, :, None]
         if image.ndim != 3 or image.shape[2] not in (1, 3):
             raise DataError(f"expected a grey (H, W) or colour (H, W, 3) image, got shape {image.shape}")
-        tensor = torch.tensor(image).permute(2, 0, 1).float().div_(255.0)  # a copy: cached arrays stay as they are
+        pixels = torch.tensor(image).permute(2, 0, 1)  # a copy: cached arrays stay as they are
         target = None if mask is None else torch.tensor(mask, dtype=torch.long)
         if boxes is not None:
             target = boxes.clone().float()
+        if train and self._pixel_ops is not None:
+            pixels, target, keep = self._pixel_augmented(pixels, target, boxes is not None)
+            labels = labels if labels is None or keep is None else labels[keep]
+        tensor = pixels.float().div_(255.0)
         if train and self.augment:
             tensor, target = self._augmented(tensor, target, boxes is not None)
         tensor = self._with_channels(tensor)
         if self.normalize == "imagenet":
             tensor = (tensor - self._mean) / self._std
+        if labels is not None:
+            return tensor, target, labels
         return tensor if target is None else (tensor, target)
+
+    def _pixel_augmented(self, pixels: torch.Tensor, target: torch.Tensor | None, boxes: bool
+                         ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """torchvision's augmentations of the uint8 image (C, H, W) and its mask or boxes; for boxes also
+        which of them are kept: clamped to the image, a box whose shorter side fell below ``MIN_BOX_SIDE``
+        pixels (or below its length before, when that was shorter) is dropped."""
+        image = tv_tensors.Image(pixels)
+        if target is None:
+            return self._pixel_ops(image).as_subclass(torch.Tensor), None, None
+        if not boxes:
+            image, mask = self._pixel_ops(image, tv_tensors.Mask(target))
+            return image.as_subclass(torch.Tensor), mask.as_subclass(torch.Tensor), None
+        height, width = pixels.shape[-2:]
+        image, moved = self._pixel_ops(image, tv_tensors.BoundingBoxes(target, format="XYXY",
+                                                                       canvas_size=(height, width)))
+        moved = moved.as_subclass(torch.Tensor).clone()
+        moved[:, 0::2] = moved[:, 0::2].clamp(0, width)
+        moved[:, 1::2] = moved[:, 1::2].clamp(0, height)
+        short = (moved[:, 2:] - moved[:, :2]).amin(dim=1)  # a box under 1 pixel from the start stays unless cut
+        short_before = (target[:, 2:] - target[:, :2]).amin(dim=1).clamp(max=MIN_BOX_SIDE)
+        keep = (short > 0) & (short >= short_before - BOX_TOLERANCE)
+        return image.as_subclass(torch.Tensor), moved[keep], keep
 
     def _augmented(self, image: torch.Tensor, target: torch.Tensor | None, boxes: bool = False
                    ) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -152,6 +217,53 @@ class ImageTransform:
             return image.expand(3, -1, -1).contiguous()
         weights = torch.tensor(LUMINANCE, dtype=image.dtype).view(3, 1, 1)
         return (image * weights).sum(dim=0, keepdim=True)
+
+
+class RandomResizedCrop(v2.RandomResizedCrop):
+    """``torchvision.transforms.v2.RandomResizedCrop`` resizing a mask by its pixel centres, as the image is.
+
+    torchvision's mask kernel resizes with the flooring ``NEAREST``, which puts the mask up to half a
+    source pixel below and right of the bilinearly resized image; ``NEAREST_EXACT`` keeps them aligned.
+    """
+
+    def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
+        if isinstance(inpt, tv_tensors.Mask):
+            cropped = F.crop(inpt, params["top"], params["left"], params["height"], params["width"])
+            return F.resize(cropped, list(self.size), interpolation=v2.InterpolationMode.NEAREST_EXACT)
+        return super().transform(inpt, params)
+
+
+class _TargetsFollow:
+    """Makes a torchvision auto-augment transform, which takes images only, apply each geometric op it draws
+    for the image (shear, translation, rotation) to the mask or boxes given after it, nearest and filled with 0.
+
+    It records the ops through torchvision's ``_apply_image_or_video_transform``, which dispatches on the
+    tv_tensor type, so the targets move exactly as the image does.
+    """
+
+    def forward(self, image: tv_tensors.Image, *targets: torch.Tensor) -> Any:
+        self._moves: list[tuple[str, float]] = []
+        image = super().forward(image)  # type: ignore[misc]
+        for name, magnitude in self._moves:
+            targets = tuple(super(_TargetsFollow, self)._apply_image_or_video_transform(  # type: ignore[misc]
+                target, name, magnitude, interpolation=v2.InterpolationMode.NEAREST, fill=self._fill)
+                for target in targets)
+        return (image, *targets) if targets else image
+
+    def _apply_image_or_video_transform(self, image: Any, transform_id: str, magnitude: float,
+                                        interpolation: Any, fill: Any) -> Any:
+        if transform_id in GEOMETRIC_OPS:
+            self._moves.append((transform_id, magnitude))
+        return super()._apply_image_or_video_transform(  # type: ignore[misc]
+            image, transform_id, magnitude, interpolation=interpolation, fill=fill)
+
+
+class RandAugment(_TargetsFollow, v2.RandAugment):
+    """``torchvision.transforms.v2.RandAugment`` (2 ops, magnitude 9 of 31) with masks and boxes following."""
+
+
+class TrivialAugmentWide(_TargetsFollow, v2.TrivialAugmentWide):
+    """``torchvision.transforms.v2.TrivialAugmentWide`` with masks and boxes following."""
 
 
 def mask_geometry(mask: torch.Tensor | None, shape: torch.Size, flip: int | None) -> torch.Tensor | None:
