@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 from defectlab.runtime.formats import SUFFIXES
+from defectlab.training.tta import MODES
 from defectlab.workflows.export import DEFAULT_OPSET, EXPORTERS, MIN_OPSET, PARITY_IMAGES
 
 
@@ -25,9 +26,11 @@ from defectlab.workflows.export import DEFAULT_OPSET, EXPORTERS, MIN_OPSET, PARI
               help="Validation images the check predicts.")
 @click.option("--tolerance", type=click.FloatRange(0, min_open=True),
               help="Largest difference the check accepts (default per task; see docs/deploy.md).")
+@click.option("--tta", type=click.Choice(MODES), help="Test-time augmentation inside the graph (default: the run's "
+              "train.tta).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing file.")
 def export_command(run: str, file_format: str, out: str | None, which: str, opset: int, exporter: str,
-                   threshold: float | None, check: bool, images: int, tolerance: float | None,
+                   threshold: float | None, check: bool, images: int, tolerance: float | None, tta: str | None,
                    overwrite: bool) -> None:
     """Export the model of RUN to ONNX or TorchScript, preprocessing inside.
 
@@ -40,7 +43,7 @@ def export_command(run: str, file_format: str, out: str | None, which: str, opse
     from defectlab.workflows.export import export
 
     result = export(run, file_format, out, which=which, opset=opset, exporter=exporter, threshold=threshold,
-                    check=check, images=images, tolerance=tolerance, overwrite=overwrite)
+                    check=check, images=images, tolerance=tolerance, overwrite=overwrite, tta=tta)
     click.echo(result.summary())
 
 

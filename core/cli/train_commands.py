@@ -7,6 +7,7 @@ from typing import Any
 import click
 from defectlab.cli.output import echo_json
 from defectlab.runs.tables import format_table
+from defectlab.training.tta import MODES
 
 
 @click.command("train")
@@ -61,14 +62,15 @@ def _print_scores(run: Any) -> None:
 @click.option("--split", default="test", show_default=True, help="Split of the run's own data (without --data).")
 @click.option("--checkpoint", "which", type=click.Choice(["best", "last"]), default="best", show_default=True)
 @click.option("--out", type=click.Path(file_okay=False), help="Folder for the results (default RUN/evaluate-<time>).")
+@click.option("--tta", type=click.Choice(MODES), help="Test-time augmentation (default: the run's train.tta).")
 @click.option("--overwrite", is_flag=True, help="Replace what an earlier run wrote into --out.")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
-def evaluate_command(run: str, dataset: str | None, split: str, which: str, out: str | None, overwrite: bool,
-                     as_json: bool) -> None:
+def evaluate_command(run: str, dataset: str | None, split: str, which: str, out: str | None, tta: str | None,
+                     overwrite: bool, as_json: bool) -> None:
     """Score a trained RUN with its evaluators; save metrics.json, plots and misclassified.csv."""
     from defectlab.workflows.evaluate import evaluate_run
 
-    results = evaluate_run(run, dataset, split=split, which=which, out=out, overwrite=overwrite)
+    results = evaluate_run(run, dataset, split=split, which=which, out=out, overwrite=overwrite, tta=tta)
     if as_json:
         echo_json(results)
         return
@@ -99,9 +101,12 @@ def evaluate_command(run: str, dataset: str | None, split: str, which: str, out:
               "pixels and merge their boxes (small defects on large images).")
 @click.option("--overlap", type=click.FloatRange(0, 1, max_open=True), default=0.2, show_default=True,
               help="Share of a slice that neighbouring slices overlap.")
+@click.option("--tta", type=click.Choice(MODES), help="Test-time augmentation (default: the run's train.tta; an "
+              "exported file's own).")
 @click.option("--overwrite", is_flag=True, help="Replace the outputs of an earlier prediction.")
 def predict_command(run: str, images: tuple[str, ...], out: str, which: str, batch_size: int,
-                    threshold: float | None, slice_size: int | None, overlap: float, overwrite: bool) -> None:
+                    threshold: float | None, slice_size: int | None, overlap: float, tta: str | None,
+                    overwrite: bool) -> None:
     """Predict IMAGES (files or folders) with a trained RUN and write a CSV of predictions.
 
     RUN is a run folder, a checkpoint, or a file `defectlab export` wrote: a .onnx file
@@ -113,7 +118,7 @@ def predict_command(run: str, images: tuple[str, ...], out: str, which: str, bat
     from defectlab.workflows.predict import predict  # imports no torch: an exported file predicts without it
 
     result = predict(run, images, out, batch_size=batch_size, which=which, threshold=threshold,
-                     overwrite=overwrite, slice_size=slice_size, overlap=overlap)
+                     overwrite=overwrite, slice_size=slice_size, overlap=overlap, tta=tta)
     click.echo(f"{result.predicted} predicted, {result.failed} failed")
     click.echo(f"predictions: {result.csv}" + (f" (and {result.masks})" if result.masks else ""))
 

@@ -31,9 +31,10 @@ class ExportedModel:
     """An exported file ready to predict; see :func:`load_exported`.
 
     Attributes: ``path``, ``format``, ``metadata`` (the whole entry), and from it ``task``,
-    ``classes``, ``image_size`` (height, width of the network's input) and ``threshold`` (the
+    ``classes``, ``image_size`` (height, width of the network's input), ``threshold`` (the
     decision threshold the run chose: None for classification, which takes the most probable
-    class).
+    class) and ``tta`` (the test-time augmentation inside the graph: 'none', 'flips' or
+    'dihedral').
     """
 
     def __init__(self, path: Path, file_format: str, metadata: dict[str, Any], runner: Any) -> None:
@@ -42,6 +43,7 @@ class ExportedModel:
         self.classes: list[str] = list(metadata["classes"])
         self.image_size: tuple[int, int] = tuple(metadata["image_size"])  # type: ignore[assignment]
         self.threshold: float | None = metadata.get("threshold")
+        self.tta: str = metadata.get("tta", "none")  # files exported before test-time augmentation have none
 
     def __repr__(self) -> str:
         return (f"ExportedModel({str(self.path)!r}, format={self.format!r}, task={self.task!r}, "

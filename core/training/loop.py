@@ -344,7 +344,7 @@ class Trainer:
         epoch = record["epoch"]
         if (epoch % self.settings.eval_every == 0 or epoch == self.settings.epochs) and "val" in self.data.splits:
             scores = evaluate_split(self.evaluated or self.network, self.loss, self.data, "val", self.evaluators,
-                                    self.device, on_skipped=self._note_skipped, amp=self.amp_on_gpu)
+                                    self.device, on_skipped=self._note_skipped, amp=self.amp_on_gpu, tta=self.settings.tta)
             record.update({f"val/{k}": v for k, v in scores.items()})
             self.events.fire("evaluation_end", self, "val", scores)
         return record
@@ -495,7 +495,7 @@ class Trainer:
         if split is not None:
             results = write_evaluation(model, self.loss, self.data, split, self.evaluators, self.device,
                                        self.folder / "eval" / split, on_skipped=self._note_skipped,
-                                       amp=self.amp_on_gpu)
+                                       amp=self.amp_on_gpu, tta=self.settings.tta)
             self.events.fire("evaluation_end", self, split, results["scores"])
             self._say(f"{split}: " + ", ".join(f"{k} {v:.4g}" for k, v in results["scores"].items()
                                                if "/" not in k and isinstance(v, float)))

@@ -2,9 +2,11 @@
 
 'flips' takes the image, its horizontal flip, its vertical flip and both flips; 'dihedral' adds
 the quarter turns and the two transposes (all 8 symmetries of a square) where the image is
-square, else it takes the 4 flips. A view is ``(turns, flip)``: the width flipped if ``flip``,
-then ``turns`` quarter turns (``torch.rot90`` over the last two dimensions). A segmenter's
-logits of each view are mapped back to the image's orientation by the view's inverse.
+square, else it takes the 4 flips. A view is ``(vertical, horizontal, transposed)``: the
+height and/or the width flipped, then height and width swapped if ``transposed`` (a quarter
+turn is a flip and a transpose; ``torch.flip`` and ``transpose`` export to ONNX with either
+exporter, where the legacy one has no ``torch.rot90``). A segmenter's logits of each view are
+mapped back to the image's orientation by the view's inverse.
 
 The views are combined in probability space, the mean of the softmax (of the sigmoid for one
 logit per image or pixel), and returned as the logits of that mean: ``log p̄`` for softmax,
@@ -33,10 +35,11 @@ if TYPE_CHECKING:
 MODES: tuple[str, ...] = typing.get_args(next(p.annotation for p in parameters_of(TrainSettings) if p.name == "tta"))
 #: The tasks whose models test-time augmentation averages.
 TASKS = ("classify", "segment")
-#: The views of 'flips': the image, its horizontal flip, its vertical flip, both flips.
-FLIPS = ((0, False), (0, True), (2, True), (2, False))
-#: The other 4 views of 'dihedral': the quarter turns and the transposes.
-TURNS = ((1, False), (3, False), (1, True), (3, True))
+#: The views (vertical, horizontal, transposed) of 'flips': the image, its horizontal flip, its vertical flip, both.
+FLIPS = ((False, False, False), (False, True, False), (True, False, False), (True, True, False))
+#: The other 4 views of 'dihedral': the flips transposed, which are the transpose, the quarter turns and the
+#: anti-transpose.
+TURNS = tuple((vertical, horizontal, True) for vertical, horizontal, _ in FLIPS)
 
 
 def checked_tta(task: str, tta: str) -> str:
@@ -49,27 +52,28 @@ def checked_tta(task: str, tta: str) -> str:
     return tta
 
 
-def views(tta: str, height: int, width: int) -> tuple[tuple[int, bool], ...]:
-    """The ``(turns, flip)`` views of ``tta`` for an image of ``height`` × ``width`` (quarter turns if square)."""
+def views(tta: str, height: int, width: int) -> tuple[tuple[bool, bool, bool], ...]:
+    """The ``(vertical, horizontal, transposed)`` views of ``tta`` for an image of ``height`` × ``width``
+    (transposed ones only if it is square)."""
     if tta == "none":
         return FLIPS[:1]
     return FLIPS + TURNS if tta == "dihedral" and height == width else FLIPS
 
 
-def view(x: Tensor, turns: int, flip: bool) -> Tensor:
-    """``x`` (..., H, W) seen in one view: the width flipped if ``flip``, then ``turns`` quarter turns."""
-    import torch
-
-    x = x.flip(-1) if flip else x
-    return torch.rot90(x, turns, (-2, -1)) if turns else x
+def view(x: Tensor, vertical: bool, horizontal: bool, transposed: bool) -> Tensor:
+    """``x`` (..., H, W) seen in one view: flipped upside down and/or left to right, then transposed."""
+    x = _flipped(x, vertical, horizontal)
+    return x.transpose(-2, -1) if transposed else x
 
 
-def unview(x: Tensor, turns: int, flip: bool) -> Tensor:
+def unview(x: Tensor, vertical: bool, horizontal: bool, transposed: bool) -> Tensor:
     """The inverse of :func:`view`: ``x`` seen in the view back in the image's orientation."""
-    import torch
+    return _flipped(x.transpose(-2, -1) if transposed else x, vertical, horizontal)
 
-    x = torch.rot90(x, -turns, (-2, -1)) if turns else x
-    return x.flip(-1) if flip else x
+
+def _flipped(x: Tensor, vertical: bool, horizontal: bool) -> Tensor:
+    dims = [dim for dim, flipped in ((-2, vertical), (-1, horizontal)) if flipped]
+    return x.flip(dims) if dims else x
 
 
 def tta_logits(model: Any, images: Tensor, tta: str) -> Tensor:
@@ -81,9 +85,9 @@ def tta_logits(model: Any, images: Tensor, tta: str) -> Tensor:
     from defectlab.training.contracts import checked_logits
 
     outputs = []
-    for turns, flip in views(tta, *images.shape[-2:]):
-        logits = checked_logits(model, model(view(images, turns, flip))).float()
-        outputs.append(unview(logits, turns, flip) if logits.ndim == 4 else logits)
+    for which in views(tta, *images.shape[-2:]):
+        logits = checked_logits(model, model(view(images, *which))).float()
+        outputs.append(unview(logits, *which) if logits.ndim == 4 else logits)
     stacked = torch.stack(outputs)
     if stacked.shape[2] == 1:  # log p̄ - log(1 - p̄), each a log-mean-exp (whose log of the count cancels)
         return torch.logsumexp(F.logsigmoid(stacked), 0) - torch.logsumexp(F.logsigmoid(-stacked), 0)

@@ -14,7 +14,9 @@ weights of ITU-R 601, or grey repeated), then the normalisation. Input: ``images
 - detect: ``boxes`` (N, A, 4) x1, y1, x2, y2 and ``scores`` (N, A, classes) for every anchor,
   from the backbone's ``export_outputs``; the runtime's NMS makes detections of them.
 
-(h, w) is the network's input size; boxes are in its pixels.
+(h, w) is the network's input size; boxes are in its pixels. A classifier or segmenter exported
+with test-time augmentation runs its views inside the graph (:class:`Augmented`), on the
+preprocessed batch, so the probabilities are the mean over the views.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from defectlab.data.transforms import GREY_MEAN, GREY_STD, IMAGENET_MEAN, IMAGENET_STD, LUMINANCE, ImageTransform
+from defectlab.training.tta import tta_logits
 
 
 class Preprocessing(nn.Module):
@@ -77,6 +80,17 @@ class AnomalyOutputs(Adapter):
         return out["scores"].float(), out["maps"].float()
 
 
+class Augmented(Adapter):
+    """A classifier's or segmenter's logits of the mean probability over the views of test-time augmentation."""
+
+    def __init__(self, model: nn.Module, tta: str) -> None:
+        super().__init__(model)
+        self.tta = tta
+
+    def forward(self, x: Tensor) -> Tensor:
+        return tta_logits(self.model, x, self.tta)
+
+
 class DenseDetections(Adapter):
     """A detector's ``export_outputs``: boxes (N, A, 4) and scores (N, A, K) before NMS."""
 
@@ -124,8 +138,11 @@ GRAPHS = {"classify": ClassifierGraph, "segment": SegmenterGraph, "anomaly": Ano
 ADAPTERS: dict[str, Any] = {"anomaly": AnomalyOutputs, "detect": DenseDetections}
 
 
-def network_of(model: nn.Module, task: str) -> nn.Module:
-    """The part of the graph between preprocessing and the task's answer: the model, or its adapter."""
+def network_of(model: nn.Module, task: str, tta: str = "none") -> nn.Module:
+    """The part of the graph between preprocessing and the task's answer: the model, its adapter, or the model
+    under test-time augmentation ``tta``."""
+    if tta != "none":
+        return Augmented(model, tta)
     adapter = ADAPTERS.get(task)
     return model if adapter is None else adapter(model)
 
@@ -137,9 +154,9 @@ def preprocessing(transform: dict[str, Any]) -> Preprocessing:
 
 
 def inference_graph(model: nn.Module, task: str, transform: dict[str, Any], threshold: float | None,
-                    network: nn.Module | None = None) -> nn.Module:
-    """The whole graph of a run's model (see the module's docstring), in eval mode; ``network`` replaces the
-    model's own (a traced copy, for TorchScript)."""
-    graph = GRAPHS[task](preprocessing(transform), network if network is not None else network_of(model, task),
+                    network: nn.Module | None = None, tta: str = "none") -> nn.Module:
+    """The whole graph of a run's model (see the module's docstring), with test-time augmentation ``tta``, in eval
+    mode; ``network`` replaces the model's own (a traced copy, for TorchScript)."""
+    graph = GRAPHS[task](preprocessing(transform), network if network is not None else network_of(model, task, tta),
                          0.0 if threshold is None else threshold)
     return graph.eval()

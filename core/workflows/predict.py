@@ -26,11 +26,14 @@ class TrainedModel:
     transform: dict[str, Any]
     checkpoint: Path
     model_spec: dict[str, Any] | None = None
+    tta: str = "none"
 
 
-def load_trained(run_or_file: str | Path, which: str = "best") -> TrainedModel:
-    """The model of a run (or checkpoint) with its trained weights, in eval mode."""
+def load_trained(run_or_file: str | Path, which: str = "best", tta: str | None = None) -> TrainedModel:
+    """The model of a run (or checkpoint) with its trained weights, in eval mode, predicting with test-time
+    augmentation ``tta`` (default: the run's train.tta)."""
     from defectlab.plugin_system.components import create
+    from defectlab.training.tta import checked_tta
 
     file = checkpoint_path(run_or_file, which)
     state = load_checkpoint(file)
@@ -40,15 +43,16 @@ def load_trained(run_or_file: str | Path, which: str = "best") -> TrainedModel:
         raise DataError(f"'{file}' is a pretraining run's: its encoder has no trained classifier to predict or "
                         f"evaluate with; train one on it with `defectlab train CONFIG --init-from "
                         f"{Path(run_or_file)}`")
+    tta = checked_tta(state["task"], state.get("settings", {}).get("tta", "none") if tta is None else tta)
     model = create("backbone", state["model_spec"])
     model.load_state_dict(state["model"])
     model.eval()
-    return TrainedModel(model, state["task"], state["classes"], state["transform"], file, state["model_spec"])
+    return TrainedModel(model, state["task"], state["classes"], state["transform"], file, state["model_spec"], tta)
 
 
 class TorchPredictor:
     """A run's model as a predictor (:mod:`defectlab.runtime.predicting`): the run's own preprocessing, then the
-    outputs in the network's frame as numpy arrays."""
+    outputs in the network's frame as numpy arrays (with the model's test-time augmentation, ``trained.tta``)."""
 
     def __init__(self, trained: TrainedModel) -> None:
         from defectlab.data.transforms import ImageTransform
@@ -61,9 +65,12 @@ class TorchPredictor:
     def outputs(self, images: Sequence[Any]) -> list[dict[str, Any]]:
         import torch
 
+        from defectlab.training.tta import tta_logits
+
         batch = torch.stack([self.transform(self.transform.resize(image), train=False) for image in images])
+        model, tta = self.trained.model, self.trained.tta
         with torch.no_grad():
-            output = self.trained.model(batch)
+            output = model(batch) if tta == "none" else tta_logits(model, batch, tta)
         if self.task == "detect":
             return [{"boxes": found["boxes"].float().numpy(), "scores": found["scores"].float().numpy(),
                      "labels": found["labels"].long().numpy()} for found in output]
@@ -83,7 +90,7 @@ class TorchPredictor:
 
 def predict(run_or_file: str | Path, inputs: Sequence[str | Path], out: str | Path, batch_size: int = 32,
             which: str = "best", threshold: float | None = None, overwrite: bool = False,
-            slice_size: int | None = None, overlap: float = 0.2) -> Predictions:
+            slice_size: int | None = None, overlap: float = 0.2, tta: str | None = None) -> Predictions:
     """Predict every image in ``inputs`` and write ``out`` (CSV); unreadable files get a row with the error.
 
     ``run_or_file`` is a run, a checkpoint, or a file ``defectlab export`` wrote (.onnx,
@@ -101,15 +108,20 @@ def predict(run_or_file: str | Path, inputs: Sequence[str | Path], out: str | Pa
     DataError when no image could be predicted (the CSV lists why). Anomaly rows: path, score,
     decision (defect when the score reaches ``threshold``; default: the run's best-F1 threshold)
     and the anomaly map PNG (``<out stem>_maps/``, at the image's size; grey level 255 * map /
-    (2 * threshold), capped at 255: mid-grey is the threshold).
+    (2 * threshold), capped at 255: mid-grey is the threshold). ``tta`` replaces the run's
+    test-time augmentation (train.tta: 'none', 'flips' or 'dihedral'; classification and
+    segmentation); an exported file computes its own, and is refused another.
     """
     from defectlab.runtime.exported import load_exported
     from defectlab.runtime.formats import format_of
 
     if format_of(run_or_file) is not None:
-        return load_exported(run_or_file).predict_files(inputs, out, threshold, batch_size, overwrite, slice_size,
-                                                        overlap)
-    trained = load_trained(run_or_file, which)
+        exported = load_exported(run_or_file)
+        if tta is not None and tta != exported.tta:
+            raise DataError(f"'{run_or_file}' computes the test-time augmentation '{exported.tta}' in its graph; to "
+                            f"predict with '{tta}', export the run again with --tta {tta}")
+        return exported.predict_files(inputs, out, threshold, batch_size, overwrite, slice_size, overlap)
+    trained = load_trained(run_or_file, which, tta)
     checked_settings(trained.task, threshold, slice_size, overlap)
     if threshold is None:
         threshold = default_threshold(trained)
