@@ -9,6 +9,8 @@ changes between repeats. Each method is one ``defectlab.train`` run per seed wit
 image size, batch, epochs and augmentation: FCOS (ResNet-18 + FPN) with torchvision's assigner,
 the same with TGFS, and ultralytics' YOLOv5n (the ``yolov5`` backbone, trained by ultralytics'
 own trainer; it needs the ``defectlab[yolo]`` extra, and is left out with a note without it).
+Every method takes one optimiser step per batch: the yolov5 plugin sets ultralytics' nominal
+batch ``nbs`` to the batch size (ultralytics' own 64 would accumulate 8 batches per step).
 The test split is scored by the one ``detection`` evaluator: mAP@0.5, mAP@0.5:0.95 and AP for
 small/medium/large boxes (COCO areas in pixels of the network's input), mean +- std over the
 seeds, with each run's training time (CPU-minutes of this process, and wall minutes).

@@ -346,6 +346,8 @@ def test_train_settings_become_ultralytics_arguments(tmp_path):
     assert arguments["patience"] == 0  # defectlab stops early by train.monitor, not ultralytics
     assert Path(arguments["project"]).is_absolute() and arguments["name"] == "ultralytics"
     assert arguments_for(tmp_path, schedule="constant", device="cpu")["lrf"] == 1.0
+    # one optimiser step per train.accumulate batches, not per ultralytics' nominal 64 images
+    assert arguments["nbs"] == 4 and arguments_for(tmp_path, accumulate=3, device="cpu")["nbs"] == 12
 
 
 def test_train_args_are_checked(tmp_path):
@@ -358,6 +360,8 @@ def test_train_args_are_checked(tmp_path):
         arguments_for(tmp_path, model=detector(train_args={"epochs": 3}), device="cpu")
     with pytest.raises(dl.DataError, match="no step schedule"):
         arguments_for(tmp_path, schedule="step", device="cpu")
+    with pytest.raises(dl.DataError, match=r"train_args\.nbs: defectlab sets it.*train\.accumulate"):
+        arguments_for(tmp_path, model=detector(train_args={"nbs": 64}), device="cpu")
 
 
 def test_mixed_precision_never_needs_a_download(monkeypatch, tmp_path):
@@ -477,6 +481,35 @@ def test_one_epoch_writes_the_run_directory_offline(squares, tmp_path, monkeypat
     state = torch.load(folder / "best.pt", weights_only=True)
     assert all(v.dtype != torch.float16 for v in state["model"].values())  # float32, unlike ultralytics' own files
     assert "pr_curves" in run.evaluation["files"] and "predictions" in run.evaluation["files"]
+
+
+@pytest.mark.parametrize("accumulate", [1, 2])
+def test_ultralytics_steps_once_per_accumulate_batches(squares, tmp_path, monkeypatch, accumulate):
+    """8 images in batches of 2 for one epoch are 4 optimiser steps (2 with train.accumulate = 2) in
+    ultralytics' own trainer: its nominal batch of 64 images would make them 1, too few to learn in a
+    short run (issue 20: YOLOv5n at 6 mAP@0.5 where FCOS reached 28)."""
+    import defectlab as dl
+    from defectlab_plugins.yolov5.training import UltralyticsTraining
+
+    seen = {}
+    start = UltralyticsTraining._on_train_start
+
+    def on_train_start(self, trainer):
+        start(self, trainer)
+        step = trainer.optimizer_step
+        seen.update(steps=0, accumulate=trainer.accumulate, nbs=trainer.args.nbs)
+
+        def counted():
+            seen["steps"] += 1
+            step()
+        trainer.optimizer_step = counted
+
+    monkeypatch.setattr(UltralyticsTraining, "_on_train_start", on_train_start)
+    settings = config(squares)
+    settings["data"]["batch_size"] = 2
+    settings["train"]["accumulate"] = accumulate
+    dl.train(settings, out=tmp_path / "run")
+    assert seen == {"steps": 4 // accumulate, "accumulate": accumulate, "nbs": 2 * accumulate}
 
 
 def test_a_frozen_backbone_stays_bit_identical(squares, tmp_path):

@@ -52,6 +52,8 @@ SCORES = {"metrics/precision(B)": "val/precision", "metrics/recall(B)": "val/rec
           "metrics/mAP50(B)": "val/map_50", "metrics/mAP50-95(B)": "val/map"}
 #: ultralytics' optimiser names for defectlab's train.optimizer.
 OPTIMIZERS = {"adamw": "AdamW", "sgd": "SGD"}
+#: Where to set an ultralytics argument that defectlab derives, when its name says nothing of it.
+SET_BY = {"nbs": " (nbs, the images per optimiser step, is data.batch_size x train.accumulate)"}
 
 
 class ModuleSplits(DefectDataset):
@@ -249,6 +251,10 @@ class UltralyticsTraining:
         arguments = {
             "data": str(data_yaml), "epochs": settings.epochs, "imgsz": max(data.transform.size),
             "batch": data.batch_size, "workers": data.workers, "device": device,
+            # ultralytics adds up gradients to a nominal batch of nbs = 64 images before each step (8 batches of 8:
+            # about 35 steps in the 12 epochs of benchmarks/detection.py, mAP@0.5 6 instead of 29); one step per
+            # train.accumulate batches instead, as defectlab's engine steps (weight decay then stays as given)
+            "nbs": data.batch_size * settings.accumulate,
             "amp": mixed_precision(settings.amp, device),
             "optimizer": OPTIMIZERS[settings.optimizer], "lr0": settings.lr, "momentum": settings.momentum,
             "weight_decay": settings.weight_decay, "warmup_epochs": settings.warmup_epochs,
@@ -263,7 +269,7 @@ class UltralyticsTraining:
         for key in extra:
             if key in arguments or key in ("resume", "pretrained", "model", "mode", "task", "data"):
                 raise DataError(f"model.train_args.{key}: defectlab sets it (from [data], [train] or the run); set it "
-                                f"there instead")
+                                f"there instead{SET_BY.get(key, '')}")
             if key not in known:
                 raise DataError(f"model.train_args.{key}: not a setting of ultralytics' trainer"
                                 f"{did_you_mean(key, known)}")
