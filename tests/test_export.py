@@ -378,8 +378,10 @@ def test_slices_of_a_large_image_give_the_same_boxes_from_the_file(runs, tmp_pat
     image = dl.open_dataset({"name": "synthetic_defects", "count": 1, "size": 224}).load_image(0)[:, :200]
     ours = detect_images(TorchPredictor(load_trained(run)), [image], 8, 0.05, slice_size=96, overlap=0.25)[0]
     theirs = model.predict(image, threshold=0.05, slice_size=96, overlap=0.25)[0]["boxes"]
-    assert len(ours) > 0 and [b[0] for b in theirs] == [b[0] for b in ours]
-    np.testing.assert_allclose([b[1:] for b in theirs], [b[1:] for b in ours], atol=0.05)
+    # hundreds of boxes above 0.05: boxes whose scores differ by float rounding between the runtimes may swap
+    # places, so the same boxes are compared regardless of order
+    assert len(ours) > 0 and sorted(b[0] for b in theirs) == sorted(b[0] for b in ours)
+    np.testing.assert_allclose([b[1:] for b in sorted(theirs)], [b[1:] for b in sorted(ours)], atol=0.05)
 
 
 def test_export_and_predict_from_the_command_line(runs, run_cli, tmp_path):
