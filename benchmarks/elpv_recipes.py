@@ -2,6 +2,7 @@
 
     python benchmarks/elpv_recipes.py --recipe 4class --select [--candidates A,B] [--set KEY=VALUE] [--out DIR]
     python benchmarks/elpv_recipes.py --recipe 4class [--seeds 0,1,2] [--set train.epochs=40] [--out DIR]
+    python benchmarks/elpv_recipes.py --recipe 4class --posthoc cross-entropy [--out DIR]
 
 A recipe is ``examples/elpv-<recipe>-best.toml`` as shipped: ELPV's stratified 75/25 split (seed
 0: 1,968 training and 656 test cells), from random initialisation, within 60 CPU-minutes on
@@ -13,6 +14,10 @@ alone, as benchmarks/elpv.py --select makes it): replacing ``data.dataset`` is t
 to the recipe, and the test cells play no part. The validation accuracy after each epoch is
 drawn against the CPU-minutes spent (``accuracy-vs-cpu.png``).
 
+``--posthoc CANDIDATE`` reads a finished selection run's validation predictions and sweeps a
+post-hoc logit adjustment (Menon et al. 2021): the prediction is argmax_c log p_c − τ·log π_c,
+π the class shares of the run's training split, for τ from 0 (the run as it is) to 1.
+
 Without ``--select`` the recipe trains once per seed (``train.seed``; the split stays the
 protocol's) and the test split is scored once, at the end: accuracy, balanced accuracy,
 macro-F1, per-class F1 and the confusion matrix, mean ± std over the seeds.
@@ -21,6 +26,7 @@ macro-F1, per-class F1 and the confusion matrix, mean ± std over the seeds.
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import statistics
 import sys
@@ -41,6 +47,10 @@ CANDIDATES: dict[str, list[str]] = {
     "no ema": ["train.ema=false"],
     "no tta": ["train.tta=none"],
     "160 px": ["data.image_size=160"],
+    "regnetx_002 256 px": ['model={name = "timm", model_name = "regnetx_002", in_chans = 1, head_dropout = 0.2}',
+                           "data.image_size=256"],
+    "regnetx_004 224 px": ['model={name = "timm", model_name = "regnetx_004", in_chans = 1, head_dropout = 0.2}',
+                           "data.image_size=224"],
 }
 
 
@@ -138,18 +148,50 @@ def final(name: str, seeds: list[int], overrides: list[str], out: Path) -> None:
     print(format_table(["true \\ predicted", *classes], [[c, *row] for c, row in zip(classes, total)]))
 
 
+def posthoc(candidate: str, out: Path) -> None:
+    import numpy as np
+
+    folder = out / candidate.replace(" ", "-")
+    if not (folder / "benchmark.json").is_file():
+        raise SystemExit(f"{folder} has not finished; run --select --candidates '{candidate}' first")
+    with (folder / "splits.csv").open(newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    classes = json.loads((folder / "benchmark.json").read_text())["details"]["classes"]
+    truth = {row["key"]: classes.index(row["label"]) for row in rows if row["split"] == "val"}
+    counts = np.array([sum(row["split"] == "train" and row["label"] == c for row in rows) for c in classes], float)
+    predictions = dl.predict(folder, list(truth), out / f"{folder.name}-val-predictions.csv", overwrite=True)
+    with predictions.csv.open(newline="", encoding="utf-8") as handle:
+        predicted = list(csv.DictReader(handle))
+    log_p = np.log(np.array([[float(row[f"p_{c}"]) for c in classes] for row in predicted]) + 1e-12)
+    y = np.array([truth[row["path"]] for row in predicted])
+    table = []
+    for tau in (0.0, 0.2, 0.4, 0.5, 0.6, 0.7, 0.8, 1.0):
+        guess = (log_p - tau * np.log(counts / counts.sum())).argmax(1)
+        confusion = np.zeros((len(classes), len(classes)))
+        np.add.at(confusion, (y, guess), 1)
+        tp, support, claimed = np.diag(confusion), confusion.sum(1), confusion.sum(0)
+        f1 = np.divide(2 * tp, support + claimed, out=np.zeros_like(tp), where=support + claimed > 0)
+        table.append([f"{tau:.1f}", f"{tp.sum() / len(y):.2%}", f"{np.mean(tp / support):.2%}", f"{f1.mean():.3f}",
+                      " ".join(f"{c}:{v:.2f}" for c, v in zip(classes, f1))])
+    print(f"{candidate}: post-hoc logit adjustment on {len(y)} validation cells (the test split is not used)")
+    print(format_table(["tau", "val accuracy", "balanced", "macro-F1", "per-class F1"], table))
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--recipe", choices=["4class", "binary"], required=True)
     parser.add_argument("--select", action="store_true", help="compare CANDIDATES on a validation split")
     parser.add_argument("--candidates", default=",".join(CANDIDATES), help="comma-separated, for --select")
+    parser.add_argument("--posthoc", metavar="CANDIDATE", help="sweep a post-hoc logit adjustment on its run")
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="KEY=VALUE for the recipe")
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
     out = Path(args.out or f"runs/bench-elpv-recipes/{args.recipe}")
     out.mkdir(parents=True, exist_ok=True)
-    if args.select:
+    if args.posthoc:
+        posthoc(args.posthoc, out / "select")
+    elif args.select:
         unknown = [c for c in args.candidates.split(",") if c not in CANDIDATES]
         if unknown:
             parser.error(f"unknown candidates {unknown}; choose from {', '.join(CANDIDATES)}")
