@@ -437,6 +437,15 @@ def test_gradients_flow_from_probabilities(name, params, dtype):
     assert torch.isfinite(x.grad).all() and (x.grad[:3].abs().sum(1) > 0).all()
 
 
+@pytest.mark.parametrize("name", ["cross_entropy", "multiclass_focal", "logit_adjusted"])
+@pytest.mark.parametrize("target", [torch.zeros(0, dtype=torch.long), torch.zeros(0, 3)], ids=["indices", "probs"])
+def test_an_empty_batch_gives_zero_not_nan(name, target):
+    x = torch.zeros(0, 3, requires_grad=True)
+    value = prepared(name, class_weights=[1.0, 3.0, 0.5])(x, target)
+    value.backward()
+    assert value.item() == 0.0 and prepared(name)(x, target).item() == 0.0
+
+
 def test_cross_entropy_gradient_of_probabilities_is_softmax_minus_target():
     # d/dz of −Σ t_c log softmax(z)_c is (softmax(z) − t) / N under the mean
     x = torch.tensor([[1.0, 0.0, -1.0], [0.0, 2.0, 0.0]], dtype=torch.float64, requires_grad=True)

@@ -8,6 +8,7 @@ from defectlab.plugin_system.config import (
     Section,
     apply_overrides,
     load_config,
+    load_toml,
     parse_override,
     validate,
 )
@@ -94,6 +95,17 @@ def test_missing_and_malformed_files(tmp_path):
         load_config(tmp_path / "nope.toml")
     with pytest.raises(dl.DefectlabError, match="not valid TOML"):
         load_config(write(tmp_path, "[loss\nname="))
+    path = write(tmp_path, "x = " + "[" * 100_000)
+    with pytest.raises(dl.DefectlabError, match="is nested too deeply to be a config"):
+        load_config(path)
+    path.write_bytes(b'[loss]\nname = "\xff"\n')
+    with pytest.raises(dl.DefectlabError, match=r"is not UTF-8 text \(byte 15\)"):
+        load_config(path)
+    path.write_text("x = " + "9" * 5000)
+    with pytest.raises(dl.DefectlabError, match="holds a value that cannot be read: Exceeds the limit"):
+        load_config(path)
+    path.write_bytes(b"\xef\xbb\xbfx = 1\n")  # a BOM is fine
+    assert load_toml(path) == {"x": 1}
 
 
 def test_validate_command(tmp_path, run_cli, toy_loss):

@@ -89,6 +89,17 @@ def test_unreadable_image_is_skipped_once(image_folder):
     assert list(data.unreadable) == ["ok/broken.png"]
 
 
+def test_folder_names_with_digit_like_characters_and_a_broken_png_chunk(image_folder):
+    write_image(image_folder / "x²" / "0.png")  # '²' passes str.isdigit() but is no number
+    assert open_dataset(str(image_folder)).classes == ["defect2", "defect10", "ok", "x²"]
+    png = write_image(image_folder / "ok" / "0.png", values=np.full((6, 8, 3), 128)).read_bytes()
+    start = png.index(b"IDAT") + 6
+    (image_folder / "ok" / "0.png").write_bytes(png[:start] + b"[" * 40 + png[start:])  # Pillow: SyntaxError
+    data = open_dataset(str(image_folder))
+    with pytest.raises(dl.UnreadableImageError, match=r"cannot read image '.*ok.0\.png'"):
+        data.load_image([s.key for s in data.samples].index("ok/0.png"))
+
+
 # --- csv_index ---------------------------------------------------------------------------------------
 
 @pytest.fixture
@@ -184,12 +195,74 @@ def test_yolo_names_list_and_layout_without_yaml(yolo_dataset):
     ("2 0.5 0.5 0.2 0.2", "class '2' is not one of the classes"),
     ("0 0.5 1.5 0.2 0.2", "coordinates must be normalised to 0..1"),
     ("0 0.5 0.5 0 0.2", "a box needs a width and height > 0"),
+    ("0 0.5 0.5 0.2 0.2 0.3", "expected 'class x_center y_center width height'"),
+    ("0 nan 0.5 0.2 0.2", r"numbers must be finite \(no nan or inf\), got '0 nan 0.5 0.2 0.2'"),
+    ("0 0.5 0.5 inf 0.2", r"numbers must be finite \(no nan or inf\)"),
+    ("nan 0.5 0.5 0.2 0.2", r"numbers must be finite \(no nan or inf\)"),
+    ("1.5 0.5 0.5 0.2 0.2", r"the class must be an integer index, got '1.5'"),
+    ("1e300 0.5 0.5 0.2 0.2", r"class '1e300' is not one of the classes \(0..1\)"),
 ])
 def test_yolo_malformed_line_names_file_and_line(yolo_dataset, line, message):
     with open(yolo_dataset / "labels" / "train" / "a.txt", "a") as handle:
         handle.write(line + "\n")
     with pytest.raises(DataError, match=rf"labels.train.a\.txt, line 4: {message}"):
         Yolo(str(yolo_dataset))
+
+
+def test_yolo_label_files_a_folder_a_bom_or_not_utf8(yolo_dataset):
+    (yolo_dataset / "labels" / "train" / "b.txt").mkdir()
+    with pytest.raises(DataError, match=r"labels.train.b\.txt' is a folder where a file is expected"):
+        Yolo(str(yolo_dataset))
+    (yolo_dataset / "labels" / "train" / "b.txt").rmdir()
+    (yolo_dataset / "labels" / "train" / "b.txt").write_bytes(b"\xef\xbb\xbf1 0.5 0.5 0.2 0.4\r\n")  # Windows tools
+    boxes = {s.key: s.boxes for s in Yolo(str(yolo_dataset)).samples}
+    assert boxes["images/train/b.jpg"] == (dl.Box(1, 0.5, 0.5, 0.2, 0.4),)
+    (yolo_dataset / "labels" / "train" / "b.txt").write_bytes(b"0 0.5 0.5 \xff 0.4\n")
+    with pytest.raises(DataError, match=r"labels.train.b\.txt' is not UTF-8 text \(byte 10"):
+        Yolo(str(yolo_dataset))
+
+
+def test_yolo_class_index_without_names_is_bounded(yolo_dataset):
+    (yolo_dataset / "data.yaml").unlink()
+    write_text(yolo_dataset / "labels" / "train" / "b.txt", "99999999 0.5 0.5 0.2 0.2\n")
+    with pytest.raises(DataError, match=r"b\.txt, line 1: class '99999999' is not one of the classes \(0..9999\)"):
+        Yolo(str(yolo_dataset))
+
+
+BILLION_LAUGHS_YAML = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
+    f"{chr(98 + i)}: &{chr(98 + i)} [{', '.join([f'*{chr(97 + i)}'] * 9)}]\n" for i in range(5)) + \
+    "train: images/train\nnames: *f\n"  # 9**6 names when expanded (small, so that a reader without the check ends)
+
+
+@pytest.mark.parametrize("text, message", [
+    (BILLION_LAUGHS_YAML, r"data.yaml, line 2: YAML aliases \(\*a\) are refused"),
+    ("base: &b images/train\ntrain: *b\nnames: [a, b]\n", r"data.yaml, line 2: YAML aliases \(\*b\) are refused"),
+    ("train: images/train\nnames: " + "[" * 100_000 + "]" * 100_000 + "\n", "is nested too deeply"),
+    ("train: images/train\nnc: 1000000000000\n", r"data.yaml': nc must be a whole number from 1 to 10000"),
+    ("train: images/train\nnc: true\n", r"data.yaml': nc must be a whole number from 1 to 10000, got True"),
+    ("train: images/train\nnames: [[a], b]\n", r"data.yaml', names entry 0: a class name must be a non-empty string"),
+    ('train: images/train\nnames: ["a\\nb", c]\n', r"names entry 0: class name 'a\\nb' holds a control character"),
+    ("train: images/train\nnames: {.inf: a}\n", r"names must be numbered 0..0"),
+    ("train: images/train\nnc: " + "9" * 5000 + "\n", r"data.yaml' holds a value that cannot be read"),
+    ("path: ~no-such-user-here/x\ntrain: images/train\n", r"data.yaml': path '~no-such-user-here/x'"),
+])
+def test_yolo_hostile_data_yaml_is_one_data_error(yolo_dataset, text, message):
+    import time
+
+    write_text(yolo_dataset / "data.yaml", text)
+    started = time.perf_counter()
+    with pytest.raises(DataError, match=message):
+        Yolo(str(yolo_dataset))
+    assert time.perf_counter() - started < 5
+
+
+def test_csv_non_finite_boxes_and_control_characters(tmp_path):
+    index = write_text(tmp_path / "index.csv", "path,boxes\na.png,dent nan 0.5 0.2 0.2\n")
+    with pytest.raises(DataError, match=r"index.csv', line 2: a box's coordinates must be finite numbers"):
+        CsvIndex(str(index))
+    write_text(index, 'path,label\na.png,"de\nnt"\n')
+    with pytest.raises(DataError, match=r"index.csv', line 3: class name 'de\\nnt' holds a control character"):
+        CsvIndex(str(index))
 
 
 def test_yolo_missing_split_folder(yolo_dataset):

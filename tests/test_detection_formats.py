@@ -104,6 +104,15 @@ def test_coco_file_given_with_its_image_folder_and_coco_own_layout(coco_dataset,
     ({"category_id": 9}, r"annotation 1 \(image 'a.png'\): category_id 9 is not one of the categories \(1, 3\)"),
     ({"image_id": 99}, r"annotation 1: image_id 99 is not among the images"),
     ({"bbox": [1, 2, 3]}, r"annotation 1 \(image 'a.png'\): bbox must be \[x, y, width, height\]"),
+    ({"bbox": [True, 2, 3, 4]}, r"annotation 1 \(image 'a.png'\): bbox must be .*four finite numbers.*True"),
+    ({"bbox": [1, 2, float("nan"), 4]}, r"annotation 1 \(image 'a.png'\): bbox must be .*four finite numbers"),
+    ({"bbox": [1, 2, 3, float("inf")]}, r"annotation 1 \(image 'a.png'\): bbox must be .*four finite numbers"),
+    ({"image_id": [1]}, r"annotation 1: image_id \[1\] is not among the images"),
+    ({"image_id": True}, r"annotation 1: image_id True is not among the images"),
+    ({"category_id": [3]}, r"annotation 1 \(image 'a.png'\): category_id \[3\] is not one of the categories"),
+    ({"category_id": True}, r"annotation 1 \(image 'a.png'\): category_id True is not one of the categories"),
+    ({"iscrowd": "no"}, r"annotation 1 \(image 'a.png'\): iscrowd must be 0 or 1, got 'no'"),
+    ({"id": 2**64}, r"annotation #1: id must be a whole number from -9223372036854775807 to 9223372036854775807"),
 ])
 def test_coco_bad_annotation_names_file_and_annotation(coco_dataset, change, message):
     path = coco_dataset / "annotations" / "instances_train.json"
@@ -112,6 +121,43 @@ def test_coco_bad_annotation_names_file_and_annotation(coco_dataset, change, mes
     write_json(path, data)
     with pytest.raises(DataError, match=rf"instances_train.json, {message}"):
         Coco(str(coco_dataset))
+
+
+@pytest.mark.parametrize("section, change, message", [
+    ("images", {"id": [1]}, r"image 1: id must be a whole number .*got \[1\]"),
+    ("images", {"id": 2**63}, r"image 1: id must be a whole number from -9223372036854775807 to "),
+    ("images", {"id": False}, r"image 1: id must be a whole number .*got False"),
+    ("images", {"file_name": ["a.png"]}, r"image 1: needs an 'id' and a 'file_name'"),
+    ("images", {"width": float("nan")}, r"image 1: width must be a whole number from 1 to 100000, got nan"),
+    ("images", {"height": float("inf")}, r"image 1: height must be a whole number from 1 to 100000, got inf"),
+    ("images", {"width": 0}, r"image 1: width must be a whole number from 1 to 100000, got 0"),
+    ("images", {"height": 10**9}, r"image 1: height must be a whole number from 1 to 100000, got 1000000000"),
+    ("images", {"width": True}, r"image 1: width must be a whole number from 1 to 100000, got True"),
+    ("images", {"width": 100.5}, r"image 1: width must be a whole number from 1 to 100000, got 100.5"),
+    ("categories", {"name": ["scratch"]}, r"category 1: a class name must be a non-empty string, got \['scratch'\]"),
+    ("categories", {"name": "scr\natch"}, r"category 1: class name 'scr\\natch' holds a control character"),
+    ("categories", {"id": True}, r"category 1: id must be a whole number .*got True"),
+    ("categories", {"id": -(2**63)}, r"category 1: id must be a whole number from -9223372036854775807"),
+])
+def test_coco_bad_image_or_category_names_file_and_entry(coco_dataset, section, change, message):
+    path = coco_dataset / "annotations" / "instances_train.json"
+    data = json.loads(path.read_text())
+    data[section][0].update(change)
+    write_json(path, data)
+    with pytest.raises(DataError, match=rf"instances_train.json, {message}"):
+        Coco(str(coco_dataset))
+
+
+def test_coco_deeply_nested_or_oversized_json_is_a_data_error(coco_dataset):
+    path = coco_dataset / "annotations" / "instances_train.json"
+    path.write_text('{"images": ' + "[" * 100_000 + "]" * 100_000 + ', "annotations": [], "categories": []}')
+    with pytest.raises(DataError, match=r"instances_train.json' is nested too deeply to be a COCO annotation"):
+        Coco(str(coco_dataset))
+    path.write_text('{"images": [], "annotations": [], "categories": [{"id": ' + "7" * 5000 + ', "name": "x"}]}')
+    with pytest.raises(DataError, match=r"instances_train.json' is not usable JSON: Exceeds the limit"):
+        Coco(str(coco_dataset))
+    path.write_bytes(b"\xef\xbb\xbf" + json.dumps(coco_file([], [])).encode())  # a BOM is fine
+    assert Coco(str(path)).classes == ["dent", "scratch"]
 
 
 def test_coco_unreadable_files(coco_dataset):
@@ -196,6 +242,54 @@ def test_voc_bad_object_names_file_and_line(voc_dataset, objects, message):
     voc_annotation(voc_dataset, "a", (100, 200), objects)
     with pytest.raises(DataError, match=message):
         Voc(str(voc_dataset), classes=["scratch", "dent"])
+
+
+BILLION_LAUGHS = """<?xml version="1.0"?>
+<!DOCTYPE annotation [
+  <!ENTITY lol "lol">
+""" + "".join(f'  <!ENTITY lol{i} "{f"&lol{i - 1};" * 10 if i > 1 else "&lol;" * 10}">\n' for i in range(1, 6)) + """]>
+<annotation><filename>a.jpg</filename><object><name>&lol5;</name></object></annotation>
+"""
+
+
+def test_voc_refuses_doctype_and_entities_at_once(voc_dataset, tmp_path, run_cli):
+    import time
+
+    path = voc_dataset / "Annotations" / "a.xml"
+    path.write_text(BILLION_LAUGHS)
+    started = time.perf_counter()
+    with pytest.raises(DataError, match=r"a.xml, line 2: a <!DOCTYPE> or <!ENTITY> declaration is refused"):
+        Voc(str(voc_dataset))
+    assert time.perf_counter() - started < 2  # refused before anything is expanded
+    secret = tmp_path / "secret.txt"
+    secret.write_text("do not read")
+    path.write_text(f'<!DOCTYPE a [<!ENTITY x SYSTEM "{secret.as_uri()}">]>\n<annotation><filename>a.jpg</filename>'
+                    f"<object><name>&x;</name></object></annotation>")
+    with pytest.raises(DataError, match=r"a.xml, line 1: a <!DOCTYPE> or <!ENTITY> declaration is refused") as caught:
+        Voc(str(voc_dataset))
+    assert "do not read" not in str(caught.value)
+    path.write_text(BILLION_LAUGHS)
+    for args in (["check-data", str(voc_dataset)], ["convert", str(voc_dataset), "--to", "yolo",
+                                                     "--out", str(tmp_path / "out")]):
+        result = run_cli(*args)
+        assert result.exit_code == 1, result.output
+        assert "a <!DOCTYPE> or <!ENTITY> declaration is refused" in result.output and "bug" not in result.output
+
+
+@pytest.mark.parametrize("size, objects, message", [
+    (("nan", 200), [], r"a.xml, line 3: <size> width must be a whole number from 1 to 100000, got nan"),
+    ((100, 0), [], r"a.xml, line 3: <size> height must be a whole number from 1 to 100000, got 0"),
+    (("inf", 200), [], r"a.xml, line 3: <size> width must be a whole number from 1 to 100000, got inf"),
+    ((100, 1e9), [], r"a.xml, line 3: <size> height must be a whole number from 1 to 100000"),
+    ((100, 200), [("scratch", ("nan", 21, 40, 60))], r"a.xml, line 7: a box's coordinates must be finite numbers"),
+    ((100, 200), [("scratch", (11, 21, "inf", 60))], r"a.xml, line 7: a box's coordinates must be finite numbers"),
+    ((100, 200), [("scr\natch", (11, 21, 40, 60))], r"a.xml, line 5: class name 'scr\\natch' holds a control"),
+    ((100, 200), [("scr&#9;atch", (11, 21, 40, 60))], r"a.xml, line 5: class name 'scr\\tatch' holds a control"),
+])
+def test_voc_non_finite_or_absurd_values_name_file_and_line(voc_dataset, size, objects, message):
+    voc_annotation(voc_dataset, "a", size, objects)
+    with pytest.raises(DataError, match=message):
+        Voc(str(voc_dataset))
 
 
 def test_voc_unreadable_files(voc_dataset):

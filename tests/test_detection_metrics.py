@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 from defectlab_plugins.detection_metrics.evaluator import f1_at
-from defectlab_plugins.detection_metrics.matching import box_iou, greedy_match
+from defectlab_plugins.detection_metrics.matching import CROWD, box_iou, greedy_match
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -239,10 +239,10 @@ def cocoeval(preds, targets, categories, category=None):
 
     annotations, detections = [], []
     for image, (p, t) in enumerate(zip(preds, targets)):
-        for box, label in zip(t["boxes"], t["labels"]):
+        for box, label, crowd in zip(t["boxes"], t["labels"], t.get("iscrowd", np.zeros(len(t["labels"])))):
             w, h = xywh(box)[2:]
             annotations.append({"id": len(annotations) + 1, "image_id": image, "category_id": int(label),
-                                "bbox": xywh(box), "area": w * h, "iscrowd": 0})
+                                "bbox": xywh(box), "area": w * h, "iscrowd": int(crowd)})
         for box, score, label in zip(p["boxes"], p["scores"], p["labels"]):
             detections.append({"image_id": image, "category_id": int(label), "bbox": xywh(box),
                                "score": float(score)})
@@ -282,6 +282,129 @@ def test_equal_to_pycocotools_cocoeval(seed):
         assert scores[f"ap_50/{name}"] == pytest.approx(one[1], abs=1e-6)
         assert per_class[name]["ap"] == pytest.approx(one[0], abs=1e-6)
     assert 0 < scores["map"] < scores["map_50"] < 1  # the case is neither trivial nor hopeless
+
+
+# --- crowd regions (iscrowd = 1): COCO's ignore regions ------------------------------------------
+
+def crowd_target(boxes, labels, iscrowd):
+    return {"boxes": np.asarray(boxes, dtype=np.float64).reshape(-1, 4), "labels": np.asarray(labels),
+            "iscrowd": np.asarray(iscrowd)}
+
+
+def numpy_prediction(boxes, scores, labels):
+    return {"boxes": np.asarray(boxes, dtype=np.float64).reshape(-1, 4), "scores": np.asarray(scores, dtype=float),
+            "labels": np.asarray(labels)}
+
+
+CROWD_CASES = {
+    # a crowd region that nobody finds, beside a box that is found: COCO gives 1.0 (0.505 if the crowd counted)
+    "crowd box left unfound": ([numpy_prediction([[0, 0, 20, 20]], [0.9], [0])],
+                               [crowd_target([[0, 0, 20, 20], [100, 100, 200, 200]], [0, 0], [0, 1])]),
+    # detections on a crowd region only, scored above the hit, in an image of their own and beside a box
+    "detections on a crowd region only": (
+        [numpy_prediction([[110, 110, 130, 130], [150, 150, 190, 170]], [0.95, 0.7], [0, 0]),
+         numpy_prediction([[0, 0, 20, 20], [60, 60, 80, 80]], [0.8, 0.9], [0, 0])],
+        [crowd_target([[100, 100, 200, 200]], [0], [True]), crowd_target([[0, 0, 20, 20], [50, 50, 90, 90]], [0, 0],
+                                                                          [False, True])]),
+    # detections overlapping an ordinary box A (IoU 0.82 and 0.74) inside a crowd region: the first takes A
+    # up to IoU 0.8, the second falls to the crowd region, and above 0.8 both do (A is missed, nothing is FP)
+    "detection overlapping both": (
+        [numpy_prediction([[60, 60, 80, 80], [2, 0, 22, 20], [0, 3, 20, 23], [140, 140, 160, 160]],
+                          [0.95, 0.9, 0.85, 0.8], [0, 0, 0, 0])],
+        [crowd_target([[0, 0, 20, 20], [0, 0, 40, 40], [140, 140, 160, 160]], [0, 0, 0], [0, 1, 0])]),
+    # two classes: a crowd region of class 1 does not excuse a class-0 detection; iscrowd as int32; a
+    # detection half inside the crowd region is ignored at IoU 0.5 and a false positive above
+    "two classes and partial cover": (
+        [numpy_prediction([[0, 0, 10, 10], [30, 0, 50, 20], [45, 0, 65, 20], [30, 30, 40, 40], [30, 30, 40, 40]],
+                          [0.9, 0.8, 0.75, 0.7, 0.6], [0, 1, 1, 0, 1])],
+        [crowd_target([[0, 0, 10, 10], [30, 30, 40, 40], [30, 0, 55, 20], [30, 0, 55, 20]], [0, 1, 1, 0],
+                      np.array([0, 0, 1, 0], dtype=np.int32))]),
+}
+
+
+# (mAP, mAP@0.5) by hand: 101-point AP per IoU threshold, e.g. "detection overlapping both": IoU 0.5..0.8
+# FP, TP, -, TP -> 2/3; 0.85..0.95 FP, -, -, TP with A missed -> 51 · 0.5 / 101
+CROWD_BY_HAND = {"crowd box left unfound": (1.0, 1.0), "detections on a crowd region only": (1.0, 1.0),
+                 "detection overlapping both": ((7 * 2 / 3 + 3 * 51 * 0.5 / 101) / 10, 2 / 3),
+                 "two classes and partial cover": ((51 / 101 + (1 + 9 * 0.5) / 10) / 2, (51 / 101 + 1) / 2)}
+
+
+@pytest.mark.parametrize("case", list(CROWD_CASES))
+def test_crowd_regions_score_as_in_pycocotools_cocoeval(case):
+    preds, targets = CROWD_CASES[case]
+    scores = scored(preds, targets).compute()
+    stats = cocoeval(preds, targets, sorted({int(c) for t in targets for c in t["labels"]}))
+    assert scores["map"] == pytest.approx(stats[0], abs=1e-6)
+    assert scores["map_50"] == pytest.approx(stats[1], abs=1e-6)
+    assert (scores["map"], scores["map_50"]) == pytest.approx(CROWD_BY_HAND[case], abs=1e-12)
+    ordinary = [{k: v for k, v in t.items() if k != "iscrowd"} for t in targets]
+    assert scored(preds, ordinary).compute()["map"] != pytest.approx(stats[0], abs=1e-6)  # crowd matters
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_generated_case_with_crowd_regions_equal_to_cocoeval(seed):
+    preds, targets = generated_case(seed)
+    rng = np.random.default_rng(10 + seed)
+    for t in targets:
+        t["iscrowd"] = rng.random(len(t["labels"])) < 0.3
+    scores = scored(preds, targets).compute()
+    stats = cocoeval(preds, targets, [0, 1, 2])
+    assert scores["map"] == pytest.approx(stats[0], abs=1e-6)
+    assert scores["map_50"] == pytest.approx(stats[1], abs=1e-6)
+
+
+def test_crowd_region_on_a_hand_example():
+    # A = [0, 0, 20, 20] ordinary, C = [100, 0, 200, 100] a crowd region, both class 0. By score:
+    #   0.95 on nothing: FP.   0.9 inside C (crowd IoU 1): ignored at every IoU threshold.
+    #   0.85 = [190, 0, 210, 20]: 200 of its 400 px² inside C, crowd IoU 0.5: ignored at 0.5, FP above.
+    #   0.8 on A: TP.
+    # IoU 0.5: FP, TP -> precision 1/2 at recall 1: AP50 = 101 · 0.5 / 101 = 0.5.
+    # IoU 0.55..0.95 (9 thresholds): FP, FP, TP -> 1/3. mAP = (0.5 + 9 / 3) / 10 = 0.35.
+    # As an ordinary box C would be missed and both detections on it FPs: AP50 = 51 · (1/4) / 101.
+    preds = [numpy_prediction([[50, 50, 70, 70], [120, 20, 140, 40], [190, 0, 210, 20], [0, 0, 20, 20]],
+                              [0.95, 0.9, 0.85, 0.8], [0, 0, 0, 0])]
+    targets = [crowd_target([[0, 0, 20, 20], [100, 0, 200, 100]], [0, 0], [0, 1])]
+    made = scored(preds, targets, ["pit"])
+    scores = made.compute()
+    assert scores["map_50"] == pytest.approx(0.5, abs=1e-12)
+    assert scores["map"] == pytest.approx(0.35, abs=1e-12)
+    # F1 at IoU 0.5 counts the FP and the TP only: confidence ≤ 0.8 gives P 1/2, R 1, F1 2/3
+    assert (scores["precision"], scores["recall"], scores["f1"]) == pytest.approx((0.5, 1.0, 2 / 3))
+    details = made.details()
+    assert details["per_class"][0]["boxes"] == 1
+    assert details["confusion_matrix"] == [[1, 0], [1, 0]]  # the crowd region is no miss, its detections no alarm
+    ordinary = scored(preds, [crowd_target(targets[0]["boxes"], [0, 0], [0, 0])]).compute()
+    assert ordinary["map_50"] == pytest.approx(51 * 0.25 / 101, abs=1e-12)
+
+
+def test_crowd_iou_and_matching_by_hand():
+    a = np.array([[0.0, 0, 10, 10]])
+    b = np.array([[5.0, 0, 25, 10], [5.0, 0, 25, 10]])
+    assert box_iou(a, b, np.array([False, True])) == pytest.approx(np.array([[50 / 250, 50 / 100]]))
+    # two predictions on one ordinary box and a crowd region: the first takes the box, the second is ignored
+    iou = np.array([[0.9, 0.7], [0.8, 0.9], [0.1, 0.2]])
+    assert greedy_match(iou, np.array([0.9, 0.8, 0.7]), 0.5, np.array([False, True])).tolist() == [0, CROWD, -1]
+    # an ordinary box is preferred to a crowd region that overlaps more
+    assert greedy_match(iou[1:2], np.array([0.8]), 0.5, np.array([False, True])).tolist() == [0]
+
+
+def test_an_image_with_only_crowd_regions_has_nothing_to_find():
+    made = scored([numpy_prediction([[0, 0, 10, 10]], [0.9], [0])], [crowd_target([[0, 0, 10, 10]], [0], [1])])
+    with pytest.raises(dl.DataError, match="none of the 1 images evaluated has a ground-truth box"):
+        made.compute()
+
+
+def test_empty_labels_of_any_dtype_and_whole_float_labels_are_accepted():
+    expected = scored([prediction([[0, 0, 10, 10]], [0.9], [1])], [target([[0, 0, 10, 10]], [1])]).compute()
+    empty_pred = {"boxes": torch.zeros(0, 4), "scores": torch.zeros(0), "labels": torch.zeros(0)}  # float32
+    empty_truth = {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.float32),
+                   "iscrowd": torch.zeros(0, dtype=torch.float32)}
+    made = evaluator()
+    made.update([empty_pred, prediction([[0, 0, 10, 10]], [0.9], [1])], [empty_truth, target([[0, 0, 10, 10]], [1])])
+    assert made.compute() == expected
+    floats = {"boxes": torch.tensor([[0.0, 0, 10, 10]]), "labels": torch.tensor([1.0])}
+    whole = {**floats, "scores": torch.tensor([0.9])}
+    assert scored([whole], [floats]).compute() == expected
 
 
 def test_precision_recall_at_a_confidence_agree_with_a_count_by_hand_on_the_generated_case():
@@ -373,6 +496,16 @@ def test_reset_forgets():
     ([{"boxes": torch.zeros(1, 4), "labels": torch.zeros(1, dtype=torch.long)}], [target([], [])], "scores"),
     ([prediction([[0, 0, 10, 10]], [0.5], [0])], [{"boxes": torch.zeros(2, 4), "labels": torch.zeros(1)}],
      r"labels of shape \(1,\) do not fit 2 boxes"),
+    ([{**prediction([[0, 0, 10, 10]], [0.5], [0]), "labels": torch.tensor([0.5])}], [target([], [])],
+     r"labels must be integer class indices, got float32 values such as 0.5"),
+    ([prediction([], [], [])], [{"boxes": torch.zeros(1, 4), "labels": torch.tensor([1.0001], dtype=torch.float64)}],
+     r"labels must be integer class indices, got float64 values such as 1.0001"),
+    ([prediction([], [], [])], [{"boxes": torch.zeros(1, 4), "labels": torch.tensor([True])}],
+     r"labels must be integer class indices, got bool"),
+    ([prediction([], [], [])], [{**target([[0, 0, 5, 5]], [0]), "iscrowd": torch.tensor([2])}],
+     r"iscrowd must hold 0 \(an object\) or 1 \(a crowd region\), got int64 values \[2\]"),
+    ([prediction([], [], [])], [{**target([[0, 0, 5, 5]], [0]), "iscrowd": torch.tensor([0, 1])}],
+     r"iscrowd of shape \(2,\) does not fit 1 boxes"),
 ])
 def test_what_cannot_be_scored_is_a_data_error(pred, truth, message):
     with pytest.raises(dl.DataError, match=message):

@@ -367,6 +367,46 @@ def test_every_pixel_ignored_gives_zero_not_nan():
     assert loss.item() == 0 and torch.all(logits.grad == 0)
 
 
+def unsmoothed(name: str) -> list[dict]:
+    """The default parameters, and smooth = 0 too where the loss has a smoothing ε."""
+    has_smooth = "smooth" in inspect.signature(dl.get_component("loss", name).obj).parameters
+    return [{}] + ([{"smooth": 0.0}] if has_smooth else [])
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("classes", [1, 3])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_an_empty_mask_predicted_empty_scores_zero(name, classes, dtype):
+    # p̂ = 0 exactly off the mask (and 1 on it): TP = FP = FN = 0 for every empty class, 0/0 with ε = 0
+    target = torch.zeros(2, 3, 3, dtype=torch.long)
+    sign = torch.full((2, classes, 3, 3), -1.0, dtype=dtype)
+    sign[:, 0] = 1.0 if classes > 1 else -1.0  # with 3 classes: all background, classes 1 and 2 empty
+    for params in unsmoothed(name):
+        logits = (sign * 1e4).requires_grad_()
+        value_ = dl.create("loss", name, **params)(logits, target)
+        value_.backward()
+        assert value_.item() == 0.0, (name, params)
+        assert torch.isfinite(logits.grad).all(), (name, params)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_an_empty_batch_scores_zero(name):
+    for params in unsmoothed(name):
+        for classes, target in [(1, torch.zeros(0, 4, 4)), (3, torch.zeros(0, 4, 4, dtype=torch.long))]:
+            logits = torch.zeros(0, classes, 4, 4, requires_grad=True)
+            value_ = dl.create("loss", name, **params)(logits, target)
+            value_.backward()
+            assert value_.item() == 0.0, (name, params, classes)
+            assert logits.grad.shape == logits.shape
+
+
+@pytest.mark.parametrize("name", PIXEL_WISE)
+def test_an_empty_batch_sums_to_zero_and_has_no_entries(name):
+    logits, target = torch.zeros(0, 1, 4, 4), torch.zeros(0, 4, 4)
+    assert dl.create("loss", name, reduction="sum")(logits, target).item() == 0.0
+    assert dl.create("loss", name, reduction="none")(logits, target).shape == logits.shape
+
+
 @pytest.mark.parametrize("name", PIXEL_WISE)
 def test_reductions(name):
     x, y = random_batch(11)

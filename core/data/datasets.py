@@ -10,7 +10,9 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import struct
 import threading
+import zlib
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -90,6 +92,8 @@ class Sample:
 #: bombs); 'none' lifts the limit. Unset: Pillow's own limit.
 MAX_PIXELS_ENV = "DEFECTLAB_MAX_IMAGE_PIXELS"
 
+# What Pillow's decoders raise, besides OSError and ValueError, for a broken file (a PNG chunk: SyntaxError).
+_DECODING_ERRORS = (SyntaxError, EOFError, struct.error, zlib.error)
 
 _PILLOW_LIMIT_LOCK = threading.Lock()  # Pillow's limit is a module global: swap it under a lock
 
@@ -133,7 +137,7 @@ def open_image(path: str | os.PathLike[str], what: str = "image") -> Iterator[An
             yield image
     except UnreadableImageError:
         raise
-    except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as exc:
+    except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError, *_DECODING_ERRORS) as exc:
         raise UnreadableImageError(f"cannot read {what} '{path}': {exc}") from exc
 
 

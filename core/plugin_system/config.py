@@ -39,15 +39,22 @@ DEFAULT_SCHEMA: Schema = {kind: Section(kind=kind) for kind in KINDS}
 
 
 def load_toml(path: str | Path) -> dict[str, Any]:
-    """Read a TOML file, with a clear error for a missing or malformed file."""
+    """Read a TOML file (UTF-8, a leading BOM allowed), with a clear error for a missing or malformed file."""
     path = Path(path)
     if not path.is_file():
         raise DefectlabError(f"config file '{path}' does not exist")
     try:
-        with path.open("rb") as handle:
-            return tomllib.load(handle)
+        return tomllib.loads(path.read_bytes().decode("utf-8-sig"))
     except tomllib.TOMLDecodeError as exc:
         raise DefectlabError(f"config file '{path}' is not valid TOML: {exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise DefectlabError(f"config file '{path}' is not UTF-8 text (byte {exc.start}); save it as UTF-8") from exc
+    except ValueError as exc:  # a value TOML reads but Python cannot hold, e.g. an integer of 5000 digits
+        raise DefectlabError(f"config file '{path}' holds a value that cannot be read: {exc}") from exc
+    except RecursionError as exc:
+        raise DefectlabError(f"config file '{path}' is nested too deeply to be a config") from exc
+    except OSError as exc:
+        raise DefectlabError(f"cannot read config file '{path}': {exc.strerror or exc}") from exc
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:

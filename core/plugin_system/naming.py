@@ -12,7 +12,8 @@ EXAMPLES_SHOWN = 5
 def natural_key(text: str) -> tuple[list[Any], str]:
     """Sort key that puts ``defect2`` before ``defect10`` and ``resnet18`` before ``resnet101``
     (case-insensitive, ties broken by the text itself)."""
-    return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", text)], text
+    parts = re.split(r"(\d+)", text)  # odd places hold the runs of digits ('²' is not one, though isdigit says so)
+    return [int(part) if i % 2 else part.lower() for i, part in enumerate(parts)], text
 
 
 def first_few(items: Sequence[Any], limit: int = EXAMPLES_SHOWN) -> str:

@@ -9,6 +9,16 @@ from pathlib import Path
 from typing import Any
 
 from defectlab import DataError, DefectDataset, Sample, UnreadableImageError, atomic_write, open_image
+from defectlab_plugins.datasets.checks import (
+    MAX_SIDE,
+    class_name,
+    identifier,
+    is_file,
+    is_number,
+    read_text,
+    shown,
+    whole_number,
+)
 from defectlab_plugins.datasets.layouts import (
     LayoutDataset,
     box_corners,
@@ -105,12 +115,15 @@ class Coco(LayoutDataset):
 
 
 def _read_json(path: Path) -> dict[str, Any]:
+    text = read_text(path)
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise DataError(f"{path}, line {exc.lineno}: not valid JSON ({exc.msg} at column {exc.colno})") from exc
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DataError(f"cannot read '{path}': {exc}") from exc
+    except RecursionError as exc:
+        raise DataError(f"'{path}' is nested too deeply to be a COCO annotation file") from exc
+    except ValueError as exc:  # e.g. an integer of more than 4300 digits
+        raise DataError(f"'{path}' is not usable JSON: {exc}") from exc
     missing = [key for key in ("images", "annotations", "categories")
                if not isinstance(data, dict) or not isinstance(data.get(key), list)]
     if missing:
@@ -121,13 +134,15 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 def _categories(data: dict[str, Any], path: Path) -> list[tuple[int, str]]:
     """(id, name) of every category, in order of id."""
-    found = {}
+    found: dict[int, str] = {}
     for number, category in enumerate(data["categories"], start=1):
-        if not isinstance(category, dict) or not isinstance(category.get("id"), int) or "name" not in category:
-            raise DataError(f"{path}, category {number}: needs an integer 'id' and a 'name', got {category!r}")
-        if category["id"] in found:
-            raise DataError(f"{path}, category {number}: id {category['id']} is used twice")
-        found[category["id"]] = str(category["name"])
+        where = f"{path}, category {number}"
+        if not isinstance(category, dict) or "id" not in category or "name" not in category:
+            raise DataError(f"{where}: needs an integer 'id' and a 'name', got {shown(category)}")
+        cid = identifier(category["id"], where)
+        if cid in found:
+            raise DataError(f"{where}: id {cid} is used twice")
+        found[cid] = class_name(category["name"], where)
     if not found:
         raise DataError(f"'{path}' lists no categories; COCO needs one per class")
     return sorted(found.items())
@@ -137,48 +152,71 @@ def _shown(categories: list[tuple[int, str]]) -> str:
     return ", ".join(f"{cid}: {name}" for cid, name in categories)
 
 
+def _image_id(value: Any, where: str) -> int | str:
+    """An image id: an integer id, or a string as some exporters write."""
+    return value if isinstance(value, str) else identifier(value, where)
+
+
+def _declared_size(image: dict[str, Any], where: str) -> tuple[int, int] | None:
+    """An image entry's (width, height), None when it gives neither; a DataError for an unusable one."""
+    if image.get("width") is None and image.get("height") is None:
+        return None
+    return (whole_number(image.get("width"), where, "width", 1, MAX_SIDE),
+            whole_number(image.get("height"), where, "height", 1, MAX_SIDE))
+
+
 def _samples(data: dict[str, Any], path: Path, label_of: dict[int, int], split: str | None,
              image_root: Path | None, base: Path) -> list[Sample]:
     """The samples of one annotation file, every box checked against its image."""
-    entries: dict[Any, dict[str, Any]] = {}
+    entries: dict[int | str, dict[str, Any]] = {}
+    declared: dict[int | str, tuple[int, int] | None] = {}
     for number, image in enumerate(data["images"], start=1):
-        if not isinstance(image, dict) or "id" not in image or not image.get("file_name"):
-            raise DataError(f"{path}, image {number}: needs an 'id' and a 'file_name', got {image!r}")
-        if image["id"] in entries:
-            raise DataError(f"{path}, image {number}: id {image['id']!r} is used twice")
-        entries[image["id"]] = image
+        where = f"{path}, image {number}"
+        if not isinstance(image, dict) or "id" not in image or not isinstance(image.get("file_name"), str) \
+                or not image["file_name"]:
+            raise DataError(f"{where}: needs an 'id' and a 'file_name', got {shown(image)}")
+        image_id = _image_id(image["id"], where)
+        if image_id in entries:
+            raise DataError(f"{where}: id {image_id!r} is used twice")
+        entries[image_id], declared[image_id] = image, _declared_size(image, where)
     if not entries:
         return []
-    folder = _image_folder(path, str(next(iter(entries.values()))["file_name"]), split, image_root)
+    folder = _image_folder(path, next(iter(entries.values()))["file_name"], split, image_root)
     files, sizes, boxes = {}, {}, {image_id: [] for image_id in entries}
     for image_id, image in entries.items():
-        files[image_id] = folder / str(image["file_name"])
-        if not files[image_id].is_file():
-            raise DataError(f"{path}, image {image_id!r}: '{image['file_name']}' not found in '{folder}'; "
+        files[image_id] = folder / image["file_name"]
+        if not is_file(files[image_id]):
+            raise DataError(f"{path}, image {image_id!r}: {shown(image['file_name'])} not found in '{folder}'; "
                             f"pass images=FOLDER to say where the images are")
     crowd = 0
     for number, annotation in enumerate(data["annotations"], start=1):
         if not isinstance(annotation, dict):
             raise DataError(f"{path}, annotation #{number}: expected an object with image_id, category_id and bbox, "
-                            f"got {annotation!r}")
-        where = f"{path}, annotation {annotation.get('id', f'#{number}')}"
+                            f"got {shown(annotation)}")
+        where = f"{path}, annotation #{number}"
+        if "id" in annotation:
+            where = f"{path}, annotation {_image_id(annotation['id'], where)}"
         image_id = annotation.get("image_id")
-        if not isinstance(image_id, (int, str)) or image_id not in entries:
-            raise DataError(f"{where}: image_id {image_id!r} is not among the images")
+        if isinstance(image_id, bool) or not isinstance(image_id, (int, str)) or image_id not in entries:
+            raise DataError(f"{where}: image_id {shown(image_id)} is not among the images")
         where += f" (image '{entries[image_id]['file_name']}')"
+        category = annotation.get("category_id")
+        if isinstance(category, bool) or not isinstance(category, int) or category not in label_of:
+            raise DataError(f"{where}: category_id {shown(category)} is not one of the categories "
+                            f"({', '.join(str(c) for c in label_of)})")
+        bbox = annotation.get("bbox")
+        if not (isinstance(bbox, list) and len(bbox) == 4 and all(is_number(v) for v in bbox)):
+            raise DataError(f"{where}: bbox must be [x, y, width, height], four finite numbers in pixels, "
+                            f"got {shown(bbox)}")
+        if annotation.get("iscrowd", 0) not in (0, 1):
+            raise DataError(f"{where}: iscrowd must be 0 or 1, got {shown(annotation['iscrowd'])}")
         if annotation.get("iscrowd"):
             crowd += 1
             continue
-        if annotation.get("category_id") not in label_of:
-            raise DataError(f"{where}: category_id {annotation.get('category_id')!r} is not one of the categories "
-                            f"({', '.join(str(c) for c in label_of)})")
-        bbox = annotation.get("bbox")
-        if not (isinstance(bbox, list) and len(bbox) == 4 and all(isinstance(v, (int, float)) for v in bbox)):
-            raise DataError(f"{where}: bbox must be [x, y, width, height] in pixels, got {bbox!r}")
         if image_id not in sizes:
-            sizes[image_id] = _size(entries[image_id], files[image_id], path)
+            sizes[image_id] = declared[image_id] or _header_size(files[image_id], f"{path}, image {image_id!r}")
         x, y, width, height = (float(v) for v in bbox)
-        boxes[image_id].append(box_from_corners(label_of[annotation["category_id"]], (x, y, x + width, y + height),
+        boxes[image_id].append(box_from_corners(label_of[category], (x, y, x + width, y + height),
                                                 sizes[image_id], where))
     if crowd:
         log.warning("note: %s: skipped %d iscrowd annotation(s) (crowd regions, not single defects)", path, crowd)
@@ -196,20 +234,17 @@ def _image_folder(path: Path, first_file: str, split: str | None, image_root: Pa
                                     path.parent.parent / "images"]))
         subfolders = list(dict.fromkeys(["", stem, split or ""]))
     candidates = list(dict.fromkeys(b / s if s else b for b in bases for s in subfolders))
-    found = next((c for c in candidates if (c / first_file).is_file()), None)
+    found = next((c for c in candidates if is_file(c / first_file)), None)
     if found is None:
         raise DataError(f"{path}: the first image, '{first_file}', is in none of "
                         f"{', '.join(str(c) for c in candidates)}; pass images=FOLDER to say where the images are")
     return found
 
 
-def _size(image: dict[str, Any], file: Path, path: Path) -> tuple[int, int]:
-    """(width, height) of an image entry, read from the file's header when the entry has none."""
-    width, height = image.get("width"), image.get("height")
-    if isinstance(width, (int, float)) and isinstance(height, (int, float)) and width > 0 and height > 0:
-        return width, height
+def _header_size(file: Path, where: str) -> tuple[int, int]:
+    """(width, height) of an image file, read from its header, for an entry that gives none."""
     try:
         with open_image(file) as opened:
             return opened.size
     except UnreadableImageError as exc:
-        raise DataError(f"{path}, image {image['id']!r}: no width and height, and {exc}") from exc
+        raise DataError(f"{where}: no width and height, and {exc}") from exc

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from defectlab import DataError, Sample, UnreadableImageError, canonical_split, first_few, natural_key
+from defectlab_plugins.datasets.checks import class_name
 from defectlab_plugins.datasets.layouts import LayoutDataset, existing
 from defectlab_plugins.datasets.yolo import normalised_box
 
@@ -53,6 +54,8 @@ class CsvIndex(LayoutDataset):
             label = (row.get(columns["label"]) or "").strip() if self.task == "classify" else None
             if not text or label == "":
                 raise DataError(f"'{root}', line {line}: empty path or label")
+            if label is not None:
+                class_name(label, f"'{root}', line {line}")
             boxes = None if label is not None else _read_boxes(row.get(columns["boxes"]) or "", f"'{root}', line {line}")
             split = (row.get(columns["split"]) or "").strip().lower() if "split" in columns else ""
             meta = {k: v for k, v in row.items() if k and k not in used}
@@ -101,6 +104,8 @@ def _read_csv(index: Path) -> tuple[list[str], list[tuple[int, dict[str, str]]]]
         raise DataError(f"'{index}' is not a UTF-8 text file: {exc}") from exc
     except csv.Error as exc:
         raise DataError(f"'{index}' is not a valid CSV file: {exc}") from exc
+    except OSError as exc:
+        raise DataError(f"cannot read '{index}': {exc.strerror or exc}") from exc
     return header, rows
 
 
@@ -118,5 +123,5 @@ def _read_boxes(cell: str, where: str) -> list[tuple[str, float, float, float, f
                             f"got '{part}'")
         if values[2] <= 0 or values[3] <= 0:
             raise DataError(f"{where}: a box needs a width and height > 0, got '{part}'")
-        boxes.append((fields[0], *values))
+        boxes.append((class_name(fields[0], where), *values))
     return boxes

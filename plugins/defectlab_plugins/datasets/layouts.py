@@ -6,6 +6,7 @@ fits none, or several, is left to the user to name.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections.abc import Callable
@@ -114,12 +115,15 @@ def box_from_corners(label: int, corners: tuple[float, float, float, float], siz
                      where: str, tolerance: float = PIXEL_TOLERANCE) -> Box:
     """A normalised Box from corners (x1, y1, x2, y2) in an image of ``size`` (width, height).
 
-    A box without area, or one reaching past the image by more than ``tolerance``, is a DataError
-    that starts with ``where``; a box within the tolerance is clipped to the image.
+    A box with a coordinate that is not finite (NaN, infinity), without area, or reaching past the
+    image by more than ``tolerance`` is a DataError that starts with ``where``; a box within the
+    tolerance is clipped to the image. ``size`` must be finite and positive (the readers check it).
     """
     x1, y1, x2, y2 = corners
     width, height = size
     shown = f"x {x1:.6g}..{x2:.6g}, y {y1:.6g}..{y2:.6g}"
+    if not all(math.isfinite(v) for v in corners):
+        raise DataError(f"{where}: a box's coordinates must be finite numbers, got {shown}")
     if x2 <= x1 or y2 <= y1:
         raise DataError(f"{where}: a box needs a width and height > 0, got {shown}")
     image = "the image (0..1)" if size == (1, 1) else f"the {width:g}x{height:g} image"

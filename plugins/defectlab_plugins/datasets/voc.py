@@ -17,6 +17,7 @@ from defectlab import (
     natural_key,
     open_image,
 )
+from defectlab_plugins.datasets.checks import MAX_SIDE, class_name, is_file, read_names, read_text, whole_number
 from defectlab_plugins.datasets.layouts import LayoutDataset, box_corners, box_from_corners, existing_folder, relative
 from defectlab_plugins.datasets.writing import place_images, write_lines
 
@@ -58,7 +59,7 @@ class Voc(LayoutDataset):
                   sorted(annotations.glob("*.xml"), key=lambda p: natural_key(p.name))]
         listed = folder / "classes.txt"
         if classes is None and listed.is_file():
-            classes = [line.strip() for line in listed.read_text(encoding="utf-8").splitlines() if line.strip()]
+            classes = read_names(listed)
         found = sorted({obj.name for record in parsed for obj in record.objects}, key=natural_key)
         self.classes = list(found if classes is None else classes)
         label_of = {name: i for i, name in enumerate(self.classes)}
@@ -126,10 +127,19 @@ class Node:
 
 
 def parse_xml(path: Path) -> Node:
-    """The element tree of an XML file, each element with its line; a DataError naming the line if malformed."""
+    """The element tree of an XML file, each element with its line; a DataError naming the line if malformed.
+
+    A document type declaration (and so any entity declaration) is refused as soon as it starts, before
+    anything is expanded: an annotation needs none, and entities are how XML bombs and external files get in.
+    """
     import xml.parsers.expat
 
     parser = xml.parsers.expat.ParserCreate()
+
+    def refuse(*_: object) -> None:
+        raise DataError(f"{path}, line {parser.CurrentLineNumber}: a <!DOCTYPE> or <!ENTITY> declaration is "
+                        f"refused (annotations need none, and entities can expand without bound); remove it")
+
     stack: list[Node] = []
     roots: list[Node] = []
 
@@ -145,6 +155,7 @@ def parse_xml(path: Path) -> Node:
     parser.StartElementHandler = start
     parser.EndElementHandler = lambda tag: stack.pop()
     parser.CharacterDataHandler = text
+    parser.StartDoctypeDeclHandler = parser.EntityDeclHandler = refuse
     try:
         with open(path, "rb") as handle:
             parser.ParseFile(handle)
@@ -178,7 +189,7 @@ def _read_annotation(path: Path, images: Path) -> VocRecord:
         raise DataError(f"{path}, line {root.line}: expected an <annotation> element, got <{root.tag}>")
     name = root.value("filename")
     image = images / name if name else None
-    if image is None or not image.is_file():
+    if image is None or not is_file(image):
         image = next((images / f"{path.stem}{s}" for s in IMAGE_SUFFIXES if (images / f"{path.stem}{s}").is_file()),
                      None)
     if image is None:
@@ -195,24 +206,33 @@ def _read_annotation(path: Path, images: Path) -> VocRecord:
         if not label or bounds is None:
             raise DataError(f"{path}, line {node.line}: an <object> needs a <name> and a <bndbox> with numbers "
                             f"xmin, ymin, xmax and ymax")
-        objects.append(VocObject(label, bounds, node.find("name").line, box.line))  # type: ignore[arg-type,union-attr]
+        name_line = node.find("name").line  # type: ignore[union-attr]
+        class_name(label, f"{path}, line {name_line}")
+        objects.append(VocObject(label, bounds, name_line, box.line))  # type: ignore[arg-type,union-attr]
     return VocRecord(path, image, _size(root, path, image), objects)
 
 
 def _size(root: Node, path: Path, image: Path) -> tuple[float, float]:
-    """The <size> width and height, else the image file's own."""
+    """The <size> width and height, else (no <size>, or one without them) the image file's own."""
     size = root.find("size")
-    try:
-        width, height = float(size.value("width")), float(size.value("height"))  # type: ignore[arg-type,union-attr]
-        if width > 0 and height > 0:
-            return width, height
-    except (AttributeError, TypeError, ValueError):
-        pass
+    values = [None if size is None else size.value(tag) or None for tag in ("width", "height")]
+    if values != [None, None]:
+        where = f"{path}, line {size.line}"  # type: ignore[union-attr]
+        return tuple(whole_number(_number(v), where, f"<size> {tag}", 1, MAX_SIDE)  # type: ignore[return-value]
+                     for v, tag in zip(values, ("width", "height")))
     try:
         with open_image(image) as opened:
             return opened.size
     except UnreadableImageError as exc:
         raise DataError(f"{path}: no <size> with a width and height, and {exc}") from exc
+
+
+def _number(text: str | None) -> float | str | None:
+    """The number an element's text spells, else the text itself (for the error message)."""
+    try:
+        return float(text)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return text
 
 
 def _split_lists(folder: Path, annotations: Path) -> dict[str, str]:
@@ -222,9 +242,9 @@ def _split_lists(folder: Path, annotations: Path) -> dict[str, str]:
         listing = next((folder / f"{n}.txt" for n in names if (folder / f"{n}.txt").is_file()), None)
         if listing is None:
             continue
-        for number, line in enumerate(listing.read_text(encoding="utf-8").splitlines(), start=1):
+        for number, line in enumerate(read_text(listing).splitlines(), start=1):
             words = line.split()
-            if words and not (annotations / f"{words[0]}.xml").is_file():
+            if words and not is_file(annotations / f"{words[0]}.xml"):
                 raise DataError(f"{listing}, line {number}: '{words[0]}' has no annotation "
                                 f"{annotations / words[0]}.xml; remove the line or add the file")
             if words:

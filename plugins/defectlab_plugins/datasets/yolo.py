@@ -3,11 +3,21 @@
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from defectlab import Box, DataError, DefectDataset, Sample, image_files
+from defectlab_plugins.datasets.checks import (
+    MAX_CLASSES,
+    class_name,
+    exists,
+    read_names,
+    read_text,
+    shown,
+    whole_number,
+)
 from defectlab_plugins.datasets.layouts import (
     NORMALISED_TOLERANCE,
     LayoutDataset,
@@ -51,17 +61,19 @@ class Yolo(LayoutDataset):
         else:
             if not (given / "images").is_dir():
                 raise DataError(f"'{root}' has neither a data.yaml nor an images/ folder")
-            base, names, sources = given, _classes_txt(given / "classes.txt"), [(None, given / "images")]
+            listed = given / "classes.txt"
+            base, names, sources = given, read_names(listed) if listed.is_file() else None, [(None, given / "images")]
         if classes is not None:
             names = list(classes)
         self.root = str(base)
         entries, seen = [], set()
         for split, source in sources:
             for image in _source_images(source):
-                if str(image.resolve()) in seen:
+                resolved = _resolved(image)
+                if resolved in seen:
                     log.warning("%s is listed in more than one split; keeping it in the first", image)
                     continue
-                seen.add(str(image.resolve()))
+                seen.add(resolved)
                 image_split = split if split is not None else split_of(relative(image, source))
                 boxes = read_yolo_labels(label_path(image), None if names is None else len(names))
                 entries.append((image, image_split, boxes))
@@ -100,20 +112,41 @@ class Yolo(LayoutDataset):
         return root
 
 
-def _read_data_yaml(config: Path) -> tuple[Path, list[str] | None, list[tuple[str | None, Path]]]:
-    """The root, class names and (split, image source) entries of a YOLO data.yaml."""
+def _load_yaml(config: Path) -> Any:
+    """A data.yaml's content, read without aliases (``*name``): nested ones expand without bound."""
     import yaml
 
+    class NoAliases(yaml.SafeLoader):
+        def compose_node(self, parent: Any, index: Any) -> Any:
+            if self.check_event(yaml.AliasEvent):
+                event = self.peek_event()
+                raise DataError(f"{config}, line {event.start_mark.line + 1}: YAML aliases (*{event.anchor}) are "
+                                f"refused (nested ones expand without bound); write the value out instead")
+            return super().compose_node(parent, index)
+
+    text = read_text(config)
     try:
-        data = yaml.safe_load(config.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        return yaml.load(text, Loader=NoAliases)  # noqa: S506 - a SafeLoader, aliases refused
+    except yaml.YAMLError as exc:
         raise DataError(f"cannot read '{config}': {exc}") from exc
+    except RecursionError as exc:
+        raise DataError(f"'{config}' is nested too deeply to be a YOLO data.yaml") from exc
+    except (ValueError, OverflowError) as exc:  # a value YAML reads but Python cannot hold: 2024-13-01, 10**5000
+        raise DataError(f"'{config}' holds a value that cannot be read: {exc}") from exc
+
+
+def _read_data_yaml(config: Path) -> tuple[Path, list[str] | None, list[tuple[str | None, Path]]]:
+    """The root, class names and (split, image source) entries of a YOLO data.yaml."""
+    data = _load_yaml(config)
     if not isinstance(data, dict):
         raise DataError(f"'{config}' is not a YOLO data.yaml (expected the keys names, train and val)")
     folder = config.parent
     base = folder
     if data.get("path"):
-        declared = Path(str(data["path"])).expanduser()
+        try:
+            declared = Path(str(data["path"])).expanduser()
+        except RuntimeError as exc:  # ~user of a user that does not exist
+            raise DataError(f"'{config}': path {shown(data['path'])}: {exc}") from exc
         base = declared if declared.is_absolute() else folder / declared
     sources: list[tuple[str | None, Path]] = []
     for split in ("train", "val", "test"):
@@ -121,9 +154,9 @@ def _read_data_yaml(config: Path) -> tuple[Path, list[str] | None, list[tuple[st
         items = [] if value in (None, "") else value if isinstance(value, list) else [value]
         for item in items:
             candidates = list(dict.fromkeys([base / str(item), folder / str(item)]))
-            found = next((c for c in candidates if c.exists()), None)
+            found = next((c for c in candidates if exists(c)), None)
             if found is None:
-                raise DataError(f"'{config}': {split} entry '{item}' not found "
+                raise DataError(f"'{config}': {split} entry {shown(str(item))} not found "
                                 f"(looked for {' and '.join(str(c) for c in candidates)})")
             sources.append((split, found))
     if not sources:
@@ -133,29 +166,39 @@ def _read_data_yaml(config: Path) -> tuple[Path, list[str] | None, list[tuple[st
 
 def _yaml_names(data: dict[str, Any], config: Path) -> list[str] | None:
     names, count = data.get("names"), data.get("nc")
+    if count is not None:
+        count = whole_number(count, f"'{config}'", "nc", 1, MAX_CLASSES)
     if isinstance(names, dict):
         try:
-            numbered = {int(k): str(v) for k, v in names.items()}
-        except (TypeError, ValueError):
+            numbered = {int(k): v for k, v in names.items()}
+        except (TypeError, ValueError, OverflowError):
             numbered = {}
         if sorted(numbered) != list(range(len(names))):
-            raise DataError(f"'{config}': names must be numbered 0..{len(names) - 1}, got {list(names)}")
+            raise DataError(f"'{config}': names must be numbered 0..{len(names) - 1}, got {shown(list(names))}")
         names = [numbered[i] for i in range(len(numbered))]
-    elif isinstance(names, list):
-        names = [str(n) for n in names]
-    elif names is None and isinstance(count, int):
+    if isinstance(names, list):
+        names = [class_name(n if isinstance(n, str) else _scalar(n), f"'{config}', names entry {i}")
+                 for i, n in enumerate(names)]
+    elif names is None and count is not None:
         names = [str(i) for i in range(count)]
     elif names is not None:
-        raise DataError(f"'{config}': names must be a list or an {{index: name}} mapping, got {names!r}")
-    if names is not None and isinstance(count, int) and count != len(names):
+        raise DataError(f"'{config}': names must be a list or an {{index: name}} mapping, got {shown(names)}")
+    if names is not None and count is not None and count != len(names):
         raise DataError(f"'{config}': nc is {count} but names lists {len(names)} classes")
     return names
 
 
-def _classes_txt(path: Path) -> list[str] | None:
-    if not path.is_file():
-        return None
-    return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+def _scalar(value: Any) -> Any:
+    """A number or date written as a class name, as text; other values as they are (refused as names)."""
+    return value if isinstance(value, (list, dict)) or value is None else str(value)
+
+
+def _resolved(image: Path) -> str:
+    """The real path of an image, to find one listed twice; as given for a path no file can have."""
+    try:
+        return str(image.resolve())
+    except (OSError, ValueError):
+        return str(image.absolute())
 
 
 def _source_images(source: Path) -> list[Path]:
@@ -163,7 +206,7 @@ def _source_images(source: Path) -> list[Path]:
     if source.is_dir():
         return image_files(source)
     if source.suffix.lower() == ".txt":
-        lines = [line.strip() for line in source.read_text(encoding="utf-8").splitlines() if line.strip()]
+        lines = [line.strip() for line in read_text(source).splitlines() if line.strip()]
         return [source.parent / line for line in lines]
     return [source]
 
@@ -178,11 +221,12 @@ def label_path(image: Path) -> Path:
 
 
 def read_yolo_labels(path: Path, num_classes: int | None) -> tuple[Box, ...]:
-    """The boxes of one YOLO label file (no file: no boxes); a malformed line is a DataError naming it."""
-    if not path.is_file():
+    """The boxes of one YOLO label file (no file: no boxes); a malformed line is a DataError naming it.
+    The file is UTF-8, with or without a BOM."""
+    if not exists(path):
         return ()
     boxes = []
-    for number, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), start=1):
+    for number, line in enumerate(read_text(path).splitlines(), start=1):
         fields = line.split()
         if fields:
             boxes.append(_parse_box(fields, num_classes, f"{path}, line {number}"))
@@ -196,10 +240,15 @@ def _parse_box(fields: list[str], num_classes: int | None, where: str) -> Box:
         values = []
     if not (len(values) == 5 or (len(values) >= 7 and len(values) % 2 == 1)):
         raise DataError(f"{where}: expected 'class x_center y_center width height' (a polygon: "
-                        f"'class x1 y1 x2 y2 ...'), got '{' '.join(fields)}'")
+                        f"'class x1 y1 x2 y2 ...'), got {shown(' '.join(fields))}")
+    if not all(math.isfinite(v) for v in values):
+        raise DataError(f"{where}: numbers must be finite (no nan or inf), got {shown(' '.join(fields))}")
     label, coords = values[0], values[1:]
-    if not label.is_integer() or label < 0 or (num_classes is not None and label >= num_classes):
-        known = f"0..{num_classes - 1}" if num_classes else "a class index >= 0"
+    if not label.is_integer():
+        raise DataError(f"{where}: the class must be an integer index, got {shown(fields[0])}")
+    limit = MAX_CLASSES if num_classes is None else num_classes
+    if not 0 <= label < limit:
+        known = f"0..{limit - 1}" if limit else "there are none"
         raise DataError(f"{where}: class '{fields[0]}' is not one of the classes ({known})")
     if not all(-1e-6 <= v <= 1 + 1e-6 for v in coords):
         raise DataError(f"{where}: coordinates must be normalised to 0..1, got '{' '.join(fields[1:])}'")

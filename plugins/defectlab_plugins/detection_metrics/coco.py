@@ -61,7 +61,7 @@ def as_tensors(items: Sequence[dict[str, np.ndarray]]) -> list[dict[str, torch.T
 
 def coco_precision(predictions: Sequence[dict[str, np.ndarray]], targets: Sequence[dict[str, np.ndarray]]
                    ) -> CocoPrecision:
-    """Run COCOeval (pycocotools, through torchmetrics) on per-image xyxy predictions and targets."""
+    """Run COCOeval (pycocotools, through torchmetrics) on per-image xyxy predictions and targets (``iscrowd`` too)."""
     from torchmetrics.detection import MeanAveragePrecision
 
     metric = MeanAveragePrecision(box_format="xyxy", iou_type="bbox", extended_summary=True, backend="pycocotools",

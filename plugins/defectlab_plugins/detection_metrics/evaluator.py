@@ -24,9 +24,11 @@ from defectlab_plugins.detection_metrics.matching import (
     ConfidenceCurves,
     box_iou,
     confidence_curves,
+    CROWD,
     confusion_counts,
     greedy_match,
     match_image,
+    missed_boxes,
 )
 
 SIZES = ("small", "medium", "large")
@@ -44,8 +46,36 @@ def numpy_of(value: Any) -> np.ndarray:
     return np.asarray(value)
 
 
+def checked_labels(labels: np.ndarray, where: str) -> np.ndarray:
+    """Class indices as int64: integers, or floats holding whole numbers; empty ones of any dtype."""
+    if labels.size and labels.dtype.kind == "f":
+        fraction = labels[~np.isfinite(labels) | (labels != np.round(labels))]
+        if fraction.size:
+            raise DataError(f"{where}: labels must be integer class indices, got {labels.dtype} values such as "
+                            f"{float(fraction[0])}")
+    elif labels.size and labels.dtype.kind not in "iu":
+        raise DataError(f"{where}: labels must be integer class indices, got {labels.dtype}")
+    return labels.astype(np.int64)
+
+
+def checked_crowd(values: Any, n: int, where: str) -> np.ndarray:
+    """A target's optional ``iscrowd`` (n,) of 0/1 (bool or numbers) as bool; all False when absent."""
+    if values is None:
+        return np.zeros(n, dtype=bool)
+    values = numpy_of(values)
+    if values.size == 0:
+        values = values.reshape(0)
+    if values.shape != (n,):
+        raise DataError(f"{where}: iscrowd of shape {values.shape} does not fit {n} boxes: expected shape ({n},)")
+    if values.dtype.kind not in "biuf" or not np.isin(values, (0, 1)).all():
+        raise DataError(f"{where}: iscrowd must hold 0 (an object) or 1 (a crowd region), got {values.dtype} "
+                        f"values {sorted(set(values.tolist()))[:5]}")
+    return values.astype(bool)
+
+
 def checked_image(item: Any, with_scores: bool, num_classes: int | None, where: str) -> dict[str, np.ndarray]:
-    """One image's prediction (``with_scores``) or target dict as float64 boxes (n, 4), int64 labels, scores.
+    """One image's prediction (``with_scores``) or target dict as float64 boxes (n, 4), int64 labels, scores
+    (predictions) or a bool ``iscrowd`` (targets).
 
     Raises DataError naming ``where`` for anything that cannot be scored.
     """
@@ -76,10 +106,7 @@ def checked_image(item: Any, with_scores: bool, num_classes: int | None, where: 
         i = int(backwards[0])
         raise DataError(f"{where}: box {i} {boxes[i].tolist()} has x2 < x1 or y2 < y1; boxes must be (x1, y1, x2, y2) "
                         f"in pixels (convert (x, y, w, h) or (cx, cy, w, h) boxes first)")
-    labels = result["labels"]
-    if labels.dtype.kind not in "iu":
-        raise DataError(f"{where}: labels must be integer class indices, got {labels.dtype}")
-    labels = labels.astype(np.int64)
+    labels = checked_labels(result["labels"], where)
     bad = (labels < 0) | (labels >= num_classes) if num_classes is not None else labels < 0
     if bad.any():
         allowed = f"in [0, {num_classes})" if num_classes is not None else "≥ 0"
@@ -95,6 +122,8 @@ def checked_image(item: Any, with_scores: bool, num_classes: int | None, where: 
             raise DataError(f"{where}: scores must be confidences in [0, 1], got values in [{scores.min():g}, "
                             f"{scores.max():g}]; apply the sigmoid or softmax to logits first")
         result["scores"] = scores
+    else:
+        result["iscrowd"] = checked_crowd(item.get("iscrowd"), n, where)
     return result
 
 
@@ -127,8 +156,8 @@ class DetectionResults:
 
     @cached_property
     def box_counts(self) -> np.ndarray:
-        """Ground-truth boxes per class."""
-        return np.bincount(np.concatenate([t["labels"] for t in self.targets]), minlength=self.k)
+        """Ground-truth boxes per class, crowd regions left out."""
+        return np.bincount(np.concatenate([t["labels"][~t["iscrowd"]] for t in self.targets]), minlength=self.k)
 
     @cached_property
     def prediction_counts(self) -> np.ndarray:
@@ -140,17 +169,19 @@ class DetectionResults:
 
     @cached_property
     def matches(self) -> list[np.ndarray]:
-        """Per image, each prediction's matching box of its own class at ``iou_threshold`` (−1 for none)."""
-        return [match_image(p["boxes"], p["scores"], p["labels"], t["boxes"], t["labels"], self.iou_threshold)
-                for p, t in zip(self.predictions, self.targets)]
+        """Per image, each prediction's matching box of its own class at ``iou_threshold`` (−1 for none, CROWD)."""
+        return [match_image(p["boxes"], p["scores"], p["labels"], t["boxes"], t["labels"], self.iou_threshold,
+                            t["iscrowd"]) for p, t in zip(self.predictions, self.targets)]
 
     @cached_property
     def curves(self) -> ConfidenceCurves:
-        def joined(key: str) -> np.ndarray:
-            return np.concatenate([p[key] for p in self.predictions])
+        matches = np.concatenate(self.matches)
+        counted = matches != CROWD  # predictions on crowd regions are neither TP nor FP
 
-        hits = np.concatenate(self.matches) >= 0
-        return confidence_curves(joined("scores"), joined("labels"), hits, self.box_counts)
+        def joined(key: str) -> np.ndarray:
+            return np.concatenate([p[key] for p in self.predictions])[counted]
+
+        return confidence_curves(joined("scores"), joined("labels"), matches[counted] >= 0, self.box_counts)
 
     @cached_property
     def confusion(self) -> np.ndarray:
@@ -159,8 +190,9 @@ class DetectionResults:
         confidence = self.curves.best_confidence
         for p, t in zip(self.predictions, self.targets):
             kept = p["scores"] >= confidence
-            matched = greedy_match(box_iou(p["boxes"][kept], t["boxes"]), p["scores"][kept], self.iou_threshold)
-            confusion_counts(p["labels"][kept], t["labels"], matched, self.k, matrix)
+            matched = greedy_match(box_iou(p["boxes"][kept], t["boxes"], t["iscrowd"]), p["scores"][kept],
+                                   self.iou_threshold, t["iscrowd"])
+            confusion_counts(p["labels"][kept], t["labels"], matched, self.k, matrix, t["iscrowd"])
         return matrix
 
     def ap_50(self, c: int) -> float | None:
@@ -226,14 +258,13 @@ class DetectionResults:
         return path
 
     def outcomes(self, index: int) -> dict[str, np.ndarray]:
-        """Image ``index`` at the best-F1 confidence: the predictions kept, whether each is right, the boxes missed."""
-        p, t = self.predictions[index], self.targets[index]
-        kept = p["scores"] >= self.curves.best_confidence
-        matched = self.matches[index][kept]
-        missed = np.ones(len(t["labels"]), dtype=bool)
-        missed[matched[matched >= 0]] = False
+        """Image ``index`` at the best-F1 confidence: the predictions kept (not those on crowd regions), whether
+        each is right, the boxes missed."""
+        p, t, matched = self.predictions[index], self.targets[index], self.matches[index]
+        above = p["scores"] >= self.curves.best_confidence
+        kept = above & (matched != CROWD)
         return {"boxes": p["boxes"][kept], "scores": p["scores"][kept], "labels": p["labels"][kept],
-                "correct": matched >= 0, "targets": t["boxes"], "missed": missed}
+                "correct": matched[kept] >= 0, "targets": t["boxes"], "missed": missed_boxes(matched[above], t["iscrowd"])}
 
 
 class DetectionEvaluator:
@@ -241,8 +272,12 @@ class DetectionEvaluator:
 
     ``update(pred, target)`` adds a batch: lists with one dict per image, ``pred`` holding
     ``boxes`` (n, 4) xyxy pixels, ``scores`` (n,) confidences in [0, 1] and ``labels`` (n,)
-    class indices, ``target`` holding ``boxes`` (m, 4) and ``labels`` (m,) (m = 0: an image
-    without defects). ``compute()`` gives COCO's scores from pycocotools (through torchmetrics):
+    class indices, ``target`` holding ``boxes`` (m, 4), ``labels`` (m,) (m = 0: an image
+    without defects; empty labels may have any dtype) and optionally ``iscrowd`` (m,) 0/1. Crowd
+    boxes are COCO's ignore regions, in AP and in the matching alike: a prediction that finds
+    no ordinary box but lies on a crowd region of its class (intersection over its own area ≥
+    the IoU threshold) is neither a true nor a false positive, and crowd boxes are not boxes to
+    find (nor counted in ``boxes``). ``compute()`` gives COCO's scores from pycocotools (through torchmetrics):
     ``map_50`` (AP at IoU 0.5), ``map`` (the mean over IoU 0.5, 0.55, ..., 0.95), ``map_small``,
     ``map_medium``, ``map_large`` (boxes of area < 32², 32²-96², > 96² pixels) and
     ``ap_50/<class>``, each averaged over the classes that have ground truth. A score with
@@ -322,10 +357,10 @@ class DetectionEvaluator:
         if not self.targets:
             raise DataError("no images were evaluated: call update(pred, target) on the detection evaluator with at "
                             "least one image first")
-        if not any(len(t["labels"]) for t in self.targets):
-            raise DataError(f"none of the {len(self.targets)} images evaluated has a ground-truth box, so there is "
-                            f"no AP, recall or F1 to compute; evaluate a split with labelled defects (check its "
-                            f"label files with `defectlab check-data`)")
+        if not any((~t["iscrowd"]).any() for t in self.targets):
+            raise DataError(f"none of the {len(self.targets)} images evaluated has a ground-truth box (crowd regions "
+                            f"aside), so there is no AP, recall or F1 to compute; evaluate a split with labelled "
+                            f"defects (check its label files with `defectlab check-data`)")
         seen = max(int(item["labels"].max(initial=-1)) for item in (*self.predictions, *self.targets)) + 1
         classes = self.classes if self.classes is not None else [str(c) for c in range(seen)]
         return DetectionResults(classes, self.predictions, self.targets, self.iou_threshold)

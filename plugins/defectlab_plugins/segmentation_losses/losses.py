@@ -14,7 +14,9 @@ Shared conventions (SPEC 003):
   The paper's loss equations call these regions the other way round; its results (Fig. 10,
   App. C) hold with the reading used here.
 * Region terms (Dice, Tversky) use soft counts TP = Σ y·p̂, FP = Σ (1 − y)·p̂, FN = Σ y·(1 − p̂)
-  summed over the whole batch, one per class.
+  summed over the whole batch, one per class. With ε = 0 a class with TP = FP = FN = 0 (an empty
+  mask predicted empty, or no pixel that counts) scores 0, as in segmentation-models-pytorch.
+* ``reduction="mean"`` of an empty batch, or of one whose pixels are all ignored, is 0.
 """
 
 from __future__ import annotations
@@ -132,10 +134,16 @@ def one_vs_rest(pred: Tensor, target: Tensor, ignore_index: int | None = None) -
 # --- terms ------------------------------------------------------------------------------------
 
 def power(base: Tensor, exponent: float) -> Tensor:
-    """``base ** exponent`` whose gradient stays finite at base = 0 when 0 < exponent < 1."""
+    """``base ** exponent``, exactly 0 with gradient 0 where base ≤ 0 when 0 < exponent < 1."""
     if 0 < exponent < 1:
-        base = base.clamp_min(torch.finfo(base.dtype).tiny)
+        positive = base > 0
+        return torch.where(positive, torch.where(positive, base, 1).pow(exponent), 0)
     return base.pow(exponent)
+
+
+def ratio(num: Tensor, den: Tensor) -> Tensor:
+    """num / den with 0 / 0 = 0 (no errors and nothing to find: a perfect empty mask); finite gradient there."""
+    return num / torch.where((num == 0) & (den == 0), 1, den)
 
 
 def class_weights(b: OneVsRest, lambda_: float) -> Tensor:
@@ -174,7 +182,7 @@ def reduce_entries(loss: Tensor, b: OneVsRest, reduction: str) -> Tensor:
         return loss
     if reduction == "sum":
         return loss.sum()
-    count = loss.numel() if b.valid is None else b.valid.expand_as(loss).sum().clamp_min(1)
+    count = max(loss.numel(), 1) if b.valid is None else b.valid.expand_as(loss).sum().clamp_min(1)
     return loss.sum() / count
 
 
@@ -206,14 +214,14 @@ def tversky_errors(c: SoftCounts, alpha: float, beta: float) -> Tensor:
 
 
 def one_minus_tversky(c: SoftCounts, alpha: float, beta: float, smooth: float) -> Tensor:
-    """1 − Tv with Tv = (TP + ε)/(TP + α·FN + β·FP + ε), written without the cancelling difference."""
+    """1 − Tv with Tv = (TP + ε)/(TP + α·FN + β·FP + ε), written without the cancelling difference; 0 at 0/0."""
     errors = tversky_errors(c, alpha, beta)
-    return errors / (c.tp + errors + smooth)
+    return ratio(errors, c.tp + errors + smooth)
 
 
 def minus_log_tversky(c: SoftCounts, alpha: float, beta: float, smooth: float) -> Tensor:
-    """−log Tv = log1p((α·FN + β·FP)/(TP + ε))."""
-    return torch.log1p(tversky_errors(c, alpha, beta) / (c.tp + smooth))
+    """−log Tv = log1p((α·FN + β·FP)/(TP + ε)); 0 at 0/0, +inf when only TP + ε is 0."""
+    return torch.log1p(ratio(tversky_errors(c, alpha, beta), c.tp + smooth))
 
 
 # --- loss modules ------------------------------------------------------------------------------
@@ -388,7 +396,8 @@ class Dice(RegionLoss):
     Equal to Tversky with α = β = 0.5 and smoothing ε/2.
 
     Args:
-        smooth: ε, added to numerator and denominator so an empty mask predicted empty scores 0.
+        smooth: ε, added to numerator and denominator. An empty mask predicted empty
+            (TP = FP = FN = 0) scores 0 for every ε, 0 included.
         ignore_index: target value whose pixels count nowhere (None: every pixel counts).
     """
 
@@ -413,7 +422,8 @@ class Tversky(RegionLoss):
             defects cost more, so FN falls and the OII goes down.
         beta: weight of FP, background pixels predicted as defect. Raising it makes false alarms
             cost more, so FP falls and the OII goes up.
-        smooth: ε, added to numerator and denominator of Tv (1 in the paper).
+        smooth: ε, added to numerator and denominator of Tv (1 in the paper). An empty mask
+            predicted empty (TP = FP = FN = 0) scores 0 for every ε, 0 included.
         ignore_index: target value whose pixels count nowhere (None: every pixel counts).
     """
 
@@ -452,7 +462,8 @@ class FocalTversky(TverskyPower):
         beta: weight of FP, background pixels predicted as defect. Raising it makes false alarms
             cost more, so FP falls and the OII goes up.
         gamma: γ > 0; γ < 1 raises the loss of hard cases, γ = 1 is Tversky (0.75 in the paper).
-        smooth: ε, added to numerator and denominator of Tv (1 in the paper).
+        smooth: ε, added to numerator and denominator of Tv (1 in the paper). An empty mask
+            predicted empty (TP = FP = FN = 0) scores 0 for every ε, 0 included.
         ignore_index: target value whose pixels count nowhere (None: every pixel counts).
     """
 
@@ -475,7 +486,8 @@ class DIBEReg(TverskyPower):
         beta: weight of FP, background pixels predicted as defect. Raising it makes false alarms
             cost more, so FP falls and the OII goes up.
         gamma: γ > 0, the input-imbalance exponent (1.5 in the paper).
-        smooth: ε, added to numerator and denominator of Tv (1 in the paper).
+        smooth: ε, added to numerator and denominator of Tv (1 in the paper). An empty mask
+            predicted empty (TP = FP = FN = 0) scores 0 for every ε, 0 included.
         ignore_index: target value whose pixels count nowhere (None: every pixel counts).
     """
 
