@@ -373,6 +373,9 @@ def test_crowd_region_on_a_hand_example():
     details = made.details()
     assert details["per_class"][0]["boxes"] == 1
     assert details["confusion_matrix"] == [[1, 0], [1, 0]]  # the crowd region is no miss, its detections no alarm
+    drawn = made.results.outcomes(0)  # what predictions.png shows: the FP and the TP, no missed box
+    assert drawn["scores"].tolist() == [0.95, 0.8] and drawn["correct"].tolist() == [False, True]
+    assert drawn["missed"].tolist() == [False, False]
     ordinary = scored(preds, [crowd_target(targets[0]["boxes"], [0, 0], [0, 0])]).compute()
     assert ordinary["map_50"] == pytest.approx(51 * 0.25 / 101, abs=1e-12)
 

@@ -264,7 +264,8 @@ class DetectionResults:
         above = p["scores"] >= self.curves.best_confidence
         kept = above & (matched != CROWD)
         return {"boxes": p["boxes"][kept], "scores": p["scores"][kept], "labels": p["labels"][kept],
-                "correct": matched[kept] >= 0, "targets": t["boxes"], "missed": missed_boxes(matched[above], t["iscrowd"])}
+                "correct": matched[kept] >= 0, "targets": t["boxes"],
+                "missed": missed_boxes(matched[above], t["iscrowd"])}
 
 
 class DetectionEvaluator:
