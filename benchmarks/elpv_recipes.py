@@ -150,6 +150,7 @@ def final(name: str, seeds: list[int], overrides: list[str], out: Path) -> None:
 
 def posthoc(candidate: str, out: Path) -> None:
     import numpy as np
+    import torch
 
     folder = out / candidate.replace(" ", "-")
     if not (folder / "benchmark.json").is_file():
@@ -166,13 +167,12 @@ def posthoc(candidate: str, out: Path) -> None:
     y = np.array([truth[row["path"]] for row in predicted])
     table = []
     for tau in (0.0, 0.2, 0.4, 0.5, 0.6, 0.7, 0.8, 1.0):
-        guess = (log_p - tau * np.log(counts / counts.sum())).argmax(1)
-        confusion = np.zeros((len(classes), len(classes)))
-        np.add.at(confusion, (y, guess), 1)
-        tp, support, claimed = np.diag(confusion), confusion.sum(1), confusion.sum(0)
-        f1 = np.divide(2 * tp, support + claimed, out=np.zeros_like(tp), where=support + claimed > 0)
-        table.append([f"{tau:.1f}", f"{tp.sum() / len(y):.2%}", f"{np.mean(tp / support):.2%}", f"{f1.mean():.3f}",
-                      " ".join(f"{c}:{v:.2f}" for c, v in zip(classes, f1))])
+        evaluator = dl.create("evaluator", "classification")  # the engine's scores, of the adjusted logits
+        evaluator.setup(classes=classes, class_counts=counts.astype(int).tolist())
+        evaluator.update(torch.from_numpy(log_p - tau * np.log(counts / counts.sum())), torch.from_numpy(y))
+        result = {"scores": evaluator.compute(), "details": evaluator.details()}
+        table.append([f"{tau:.1f}", f"{result['scores']['accuracy']:.2%}", f"{result['scores']['balanced_accuracy']:.2%}",
+                      f"{result['scores']['macro_f1']:.3f}", per_class_f1(result)])
     print(f"{candidate}: post-hoc logit adjustment on {len(y)} validation cells (the test split is not used)")
     print(format_table(["tau", "val accuracy", "balanced", "macro-F1", "per-class F1"], table))
 
