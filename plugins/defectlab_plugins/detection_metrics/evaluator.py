@@ -21,10 +21,10 @@ import numpy as np
 from defectlab import DataError, Range, atomic_write
 from defectlab_plugins.detection_metrics.coco import RECALL_POINTS, CocoPrecision, coco_precision
 from defectlab_plugins.detection_metrics.matching import (
+    CROWD,
     ConfidenceCurves,
     box_iou,
     confidence_curves,
-    CROWD,
     confusion_counts,
     greedy_match,
     match_image,
