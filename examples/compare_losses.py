@@ -1,4 +1,5 @@
-"""Train U-Net on synthetic cracks once per segmentation loss of SPEC 003 and compare them (Table 4 style).
+"""Train U-Net on synthetic cracks once per segmentation loss of Yi et al. 2022 and compare them
+(their Table 4 style; docs/references.md).
 
     python examples/compare_losses.py --quick                 # 12 tiny runs, about a minute or two on a CPU
     python examples/compare_losses.py --epochs 20 --count 200 --size 128 --out runs/compare-losses

@@ -1,4 +1,4 @@
-"""Shared test setup: offline, non-interactive plotting, and a CLI runner."""
+"""Shared test setup: offline, non-interactive plotting, only the built-in plugins, and a CLI runner."""
 
 from __future__ import annotations
 
@@ -10,6 +10,21 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 
 import pytest
 from click.testing import CliRunner
+
+
+def pytest_configure(config):
+    """The tests see defectlab's own plugins only, whatever else is installed beside it: entry points of
+    other distributions are left out. A test adds plugins with the ``defectlab_plugin`` fixture, or fakes
+    entry points (those belong to no distribution and are kept)."""
+    from defectlab.plugin_system import loading
+
+    everything = loading.installed_entry_points
+
+    def own_entry_points():
+        return [ep for ep in everything() if ep.dist is None or ep.dist.name == "defectlab"]
+
+    loading.installed_entry_points = own_entry_points
+    loading.reset()
 
 
 class _EntryPoint:

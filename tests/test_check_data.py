@@ -33,7 +33,7 @@ def test_check_data_reports_a_corrupted_image(run_cli, folders):
     rows = problem_rows(result.stdout)
     assert [(r["key"], Path(r["path"]).name) for r in rows] == [("scratch/broken.png", "broken.png")]
     assert "cannot read image" in rows[0]["problem"]
-    assert result.stderr.strip().splitlines()[-1] == "checked 7 images: 1 problems"
+    assert result.stderr.strip().splitlines()[-1] == "checked 7 images: 1 problem"
 
 
 def test_check_data_writes_the_csv_to_out(run_cli, folders, tmp_path):

@@ -1,9 +1,10 @@
 """The docs keep up with the code: every hook, kind and command is documented, links resolve,
-and the hook examples in docs/hooks.md really register and run."""
+the hook examples in docs/hooks.md really register and run, and the README's tour runs as written."""
 
 from __future__ import annotations
 
 import re
+import shlex
 import sys
 import types
 from pathlib import Path
@@ -21,6 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
 HOOKS_MD = DOCS / "hooks.md"
 CLI_MD = DOCS / "cli.md"
+README = ROOT / "README.md"
 PAGES = sorted(DOCS.rglob("*.md")) + [ROOT / "examples" / "defectlab-hello" / "README.md"]
 
 
@@ -239,3 +241,61 @@ def test_cli_md_shows_each_command_help_as_it_is(words, block):
     result = click.testing.CliRunner().invoke(cli, [*words, "--help"], terminal_width=80, prog_name="defectlab")
     cores = re.compile(r"\[default: \d+; x>=1\]")  # the number of decoding threads follows the machine's cores
     assert cores.sub("[default: N; x>=1]", result.output.rstrip("\n")) == cores.sub("[default: N; x>=1]", block)
+
+
+# --- the README's tour -----------------------------------------------------------------------
+
+#: Tour commands quick enough to run here (the rest train, screen or predict: minutes to hours).
+CHEAP_COMMANDS = ("plugins", "list", "show", "imbalance", "validate")
+
+
+def tour_commands() -> list[list[str]]:
+    """The arguments of each ``defectlab ...`` line of the README's tour, comments dropped."""
+    block = re.search(r"^```bash\n(.*?)^```", sections(README)["A short tour"], flags=re.S | re.M).group(1)
+    return [shlex.split(line, comments=True)[1:] for line in block.splitlines() if line.startswith("defectlab ")]
+
+
+@pytest.mark.parametrize("args", [a for a in tour_commands() if a[0] in CHEAP_COMMANDS], ids=" ".join)
+def test_the_tours_quick_commands_run_as_written(args, run_cli, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    result = run_cli(*args)
+    assert result.exit_code == 0, result.output
+
+
+def test_the_tours_training_configs_validate_with_their_settings(run_cli, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    for args in tour_commands():
+        if args[0] in ("train", "pretrain", "sweep", "tune-oii") and args[1].endswith(".toml"):
+            settings = [word for option, value in zip(args, args[1:]) if option == "--set" for word in (option, value)]
+            result = run_cli("validate", args[1], *settings)
+            assert result.exit_code == 0, f"{' '.join(args)}: {result.output}"
+
+
+def test_every_file_the_tour_names_exists_or_an_earlier_line_writes_it():
+    written: list[str] = []
+    for args in tour_commands():
+        named = [(option, word) for option, word in zip(["", *args], args) if option not in ("--set", "--grid")]
+        for option, word in named:
+            if option == "--out":
+                written.append(word)
+            elif word.startswith(".venv/"):  # the ELPV cells, installed by make with the elpv-dataset package
+                elpv = pytest.importorskip("elpv_dataset")
+                assert word.endswith("elpv_dataset/data/images")
+                assert (Path(elpv.__file__).parent / "data" / "images").is_dir()
+            elif "/" in word and not word.startswith("-"):
+                assert (ROOT / word).exists() or any(word == w or word.startswith(w + "/") for w in written), \
+                    f"`defectlab {' '.join(args)}` names {word}, which neither exists nor an earlier line writes"
+        if args[0] == "export":
+            written.append(f"{args[1]}/best.onnx")
+
+
+def test_the_docs_cite_the_papers_not_internal_documents():
+    pages = [README, *DOCS.rglob("*.md"), *(ROOT / "examples").glob("*.toml"), *(ROOT / "examples").glob("*.py")]
+    cited = [f"{p.relative_to(ROOT)}: {line.strip()}" for p in pages
+             for line in p.read_text(encoding="utf-8").splitlines() if re.search(r"\bSPEC \d|\bseed 00\d", line)]
+    assert cited == [], "cite docs/references.md instead:\n" + "\n".join(cited)
+    anchors = {re.sub(r"[^\w\- ]", "", h[3:].strip().lower()).replace(" ", "-")
+               for h in headings(DOCS / "references.md") if h.startswith("## ")}
+    for page in [README, *DOCS.rglob("*.md")]:
+        for anchor in re.findall(r"references\.md#([\w-]+)", page.read_text(encoding="utf-8")):
+            assert anchor in anchors, f"{page.relative_to(ROOT)} links to references.md#{anchor}, which has no heading"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 
 import defectlab as dl
 import pytest
@@ -40,6 +41,22 @@ def test_run_directory_holds_everything_designed(tiny, folder, tmp_path):
     assert run.scores["accuracy"] >= 0.8  # dark vs bright is separable
     assert (run.folder / "eval" / "test" / "confusion_matrix.png").is_file()
     assert "curves.png" in (run.folder / "report.html").read_text()
+
+
+def test_without_a_terminal_progress_is_a_line_every_interval(tiny, folder, tmp_path, monkeypatch, capsys):
+    from defectlab.training import loop
+
+    monkeypatch.setattr(loop, "PROGRESS_EVERY", 0.0)  # every batch; 30 s by default
+    dl.train(config(folder, epochs=2, progress=True), out=tmp_path / "run")
+    lines = capsys.readouterr().err.splitlines()
+    progress = [line for line in lines if " batch " in line]
+    assert len(progress) == 8  # 28 training images in batches of 8, two epochs
+    assert progress[0].startswith("epoch 1/2 batch 1/4, ") and progress[-1].startswith("epoch 2/2 batch 4/4, ")
+    assert re.fullmatch(r"epoch 1/2 batch 1/4, \d+ img/s, loss \d\.\d{4}, eta 0:\d\d", progress[0])
+    assert progress[-1].endswith(", eta 0:00")
+    monkeypatch.setattr(loop, "PROGRESS_EVERY", 3600.0)
+    dl.train(config(folder, epochs=2, progress=True), out=tmp_path / "quiet")
+    assert not [line for line in capsys.readouterr().err.splitlines() if " batch " in line]
 
 
 def stop_after(epochs):

@@ -347,11 +347,60 @@ def test_named_weights_offline_say_how_to_use_a_local_file(spec):
         dl.create("backbone", spec)
 
 
-def test_a_failed_download_says_how_to_use_a_local_file():
+def test_a_failed_download_says_how_to_use_a_local_file(monkeypatch):
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     with pytest.raises(dl.DataError, match=r"could not download weights='imagenet' for unet \(ConnectionError: "
-                                           r"network down\); download them once.*local"):
+                                           r"network down\); train without them.*download them once.*local"):
         with dl.downloading_weights("imagenet", "unet"):
             raise ConnectionError("network down")
+
+
+@pytest.mark.parametrize("spec", [{"name": "resnet18", "weights": "imagenet"},
+                                  {"name": "unet", "encoder": "resnet18", "weights": "imagenet"}])
+def test_named_weights_without_the_network_fail_fast_naming_both_ways_out(spec, monkeypatch, tmp_path):
+    from huggingface_hub import constants
+
+    def no_network(address, timeout=None, *args, **kwargs):
+        assert timeout is not None and timeout <= 2  # one short look, not the hub's retries
+        raise TimeoutError("timed out")
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    monkeypatch.setattr("socket.create_connection", no_network)
+    started = time.perf_counter()
+    with pytest.raises(dl.DataError, match=r"huggingface.co:443 did not answer within 2 s") as raised:
+        dl.create("backbone", spec)
+    assert time.perf_counter() - started < 10
+    assert "--set model.weights=none" in str(raised.value) and "HF_HUB_OFFLINE=1" in str(raised.value)
+
+
+def test_named_weights_in_the_hub_cache_need_no_network(monkeypatch, tmp_path):
+    from defectlab.training import weights
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
+    assert not weights.hub_cached("timm/resnet18.tv_in1k")
+    (tmp_path / "models--timm--resnet18.tv_in1k" / "snapshots" / "0123abc").mkdir(parents=True)
+    assert weights.hub_cached("timm/resnet18.tv_in1k")
+    monkeypatch.setattr(weights, "hub_reachable", lambda: pytest.fail("the cache needs no network check"))
+    weights.check_download("imagenet", "resnet18", "timm/resnet18.tv_in1k")  # offline too: passes
+
+
+def test_a_run_that_fails_before_training_removes_only_the_folder_it_made(tiny, data, tmp_path, run_cli,
+                                                                       monkeypatch):
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "no-cache"))
+    monkeypatch.chdir(tmp_path)
+    train = ["train", str(tiny_config(tmp_path / "c.toml", data)), "--set", 'model.name="resnet18"',
+             "--set", 'model.weights="imagenet"']  # refused while the model is built: offline, not in the cache
+    failed(run_cli(*train, "--out", "fresh"), "HF_HUB_OFFLINE")
+    assert not (tmp_path / "fresh").exists()
+    failed(run_cli(*train), "HF_HUB_OFFLINE")
+    assert list((tmp_path / "runs").iterdir()) == []  # no runs/train-<time> left behind
+    (tmp_path / "mine").mkdir()
+    failed(run_cli(*train, "--out", "mine"), "HF_HUB_OFFLINE")
+    assert (tmp_path / "mine").is_dir()  # it was there before: never removed
 
 
 # --- 10. smaller ones ----------------------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from types import SimpleNamespace
@@ -296,3 +297,41 @@ def test_a_plugin_command_cannot_replace_a_built_in_one(defectlab_plugin, run_cl
     result = run_cli("train", "--help")
     assert "hijacked" not in result.output and "Train the components of CONFIG" in result.output
     assert "tried to replace the command(s) train" in record.error
+
+
+FAKE_PLUGIN = """
+import defectlab as dl
+
+
+class FakeIndex:
+    \"\"\"An imbalance index of a third-party plugin installed beside defectlab.\"\"\"
+
+    name = "fake_index"
+    scope = "input"
+
+    def __call__(self, counts):
+        return 0.0
+
+
+@dl.hookimpl
+def register_imbalance_metrics():
+    return [FakeIndex]
+"""
+
+
+def test_a_plugin_installed_beside_defectlab_stays_out_of_the_tests(tmp_path, monkeypatch, run_cli):
+    from importlib import metadata
+
+    from defectlab.plugin_system import loading
+
+    (tmp_path / "fake_defectlab_plugin.py").write_text(FAKE_PLUGIN)
+    info = tmp_path / "fake_defectlab_plugin-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: fake-defectlab-plugin\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text("[defectlab]\nfake = fake_defectlab_plugin\n")
+    monkeypatch.syspath_prepend(str(tmp_path))  # installed: importlib.metadata finds it
+    assert "fake" in {ep.name for ep in metadata.entry_points(group="defectlab")}
+    monkeypatch.setattr(loading, "_loader", None)  # discover again, with the fake installed
+    result = run_cli("list", "imbalance", "*i*", "--json")
+    assert [c["name"] for c in json.loads(result.output)] == ["gini", "imbalance_ratio", "oii"]
+    assert "fake" not in {p.name for p in dl.plugins()}

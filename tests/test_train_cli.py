@@ -21,7 +21,20 @@ def trained(tiny, tmp_path, run_cli):
     return tmp_path / "run", data, config
 
 
-def test_train_prints_the_scores_and_the_report(trained, run_cli):
+def test_train_prints_the_scores_and_the_report_once(tiny, two_classes, tmp_path, run_cli):
+    config = tmp_path / "tiny.toml"
+    config.write_text(f'[data]\ndataset = "{two_classes}"\nimage_size = 16\nbatch_size = 8\n'
+                      f'[model]\nname = "tiny_cnn"\n[train]\nepochs = 2\nlr = 0.05\nprogress = false\n')
+    result = run_cli("train", str(config), "--out", str(tmp_path / "run"))
+    assert result.exit_code == 0, result.output
+    assert result.stdout == f"report: {tmp_path / 'run' / 'report.html'}\n"
+    assert result.output.count("report:") == 1 and result.output.count("macro_f1") == 1
+    epochs = [line for line in result.stderr.splitlines() if line.startswith("epoch ")]
+    assert epochs[0].endswith(" *  (* = best val/loss so far, saved as best.pt)")  # said once, on the first *
+    assert sum("(* = " in line for line in result.stderr.splitlines()) == 1
+
+
+def test_report_of_one_run(trained, run_cli):
     run, data, config = trained
     assert (run / "report.html").is_file()
     result = run_cli("report", str(run))
@@ -61,6 +74,8 @@ def test_predict_writes_probabilities_and_reports_unreadable_files(trained, run_
     assert len(rows) == 21 and rows[0].keys() >= {"path", "predicted", "confidence", "p_bright", "p_dark"}
     good = [r for r in rows if not r["error"]]
     assert all(abs(float(r["p_bright"]) + float(r["p_dark"]) - 1) < 1e-5 for r in good)
+    numbers = [r[key] for r in good for key in ("confidence", "p_bright", "p_dark")]
+    assert all(len(n.lstrip("-0.").replace(".", "").split("e")[0]) <= 6 for n in numbers), numbers  # 6 digits
     assert sum(r["predicted"] == "bright" for r in good) >= 18
     assert [r["path"] for r in rows if r["error"]] == [str(broken)]
 

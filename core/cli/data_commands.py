@@ -9,6 +9,7 @@ import sys
 from contextlib import nullcontext
 
 import click
+from defectlab.plugin_system.naming import counted
 from defectlab.workflows.check_data import PROBLEM_COLUMNS, find_problems
 
 
@@ -44,7 +45,7 @@ def check_data_command(dataset: str, out: str | None, workers: int) -> None:
         write_text(out, buffer.getvalue())
     else:
         click.echo(buffer.getvalue(), nl=False)
-    click.echo(f"checked {len(data)} images: {count} problems", err=True)
+    click.echo(f"checked {counted(len(data), 'image')}: {counted(count, 'problem')}", err=True)
 
 
 COMMANDS = [check_data_command]

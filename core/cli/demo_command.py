@@ -17,7 +17,7 @@ from defectlab.workflows.demo import DEFAULT_EPOCHS, DEFAULT_IMAGE_SIZE
               help="Side of the images the network sees (ELPV cells are 300x300).")
 def demo_command(out: str | None, overwrite: bool, epochs: int, image_size: int) -> None:
     """Screen elpv:poly as a source for elpv:mono, transfer a ResNet-18 from it, and compare with
-    training on elpv:mono from scratch (about six minutes on two CPU cores)."""
+    training on elpv:mono from scratch (a few minutes on two CPU cores)."""
     from defectlab.workflows.demo import run_demo
 
     result = run_demo(out, epochs=epochs, image_size=image_size, say=click.echo, overwrite=overwrite)

@@ -43,16 +43,17 @@ def train_command(config: str | None, overrides: tuple[str, ...], out: str | Non
         raise click.UsageError("--overwrite starts a run afresh; it cannot go with --resume")
     run = train(config, out=out, overrides=overrides, resume=resume, init_from=init_from, linear_probe=linear_probe,
                 overwrite=overwrite)
-    if world_from_environment().is_main:  # under torchrun, one table
-        _print_scores(run)
+    if world_from_environment().is_main:  # under torchrun, once
+        _print_result(run)
 
 
-def _print_scores(run: Any) -> None:
+def _print_result(run: Any) -> None:
+    """Where the report is, after a staged run's table of stages (each run printed its test scores as it ended)."""
     from defectlab.runs.report import comparison_rows
 
-    runs = run.stages or [run]
-    rows, columns = comparison_rows(runs)
-    click.echo(format_table(columns, rows))
+    if run.stages:
+        rows, columns = comparison_rows(run.stages)
+        click.echo(format_table(columns, rows))
     click.echo(f"report: {run.folder / 'report.html'}")
 
 

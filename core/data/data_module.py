@@ -222,7 +222,7 @@ class DataModule:
             splits the data by ``split`` instead (MVTec AD's train folder has good images only).
         seed: Seed of the split, the label-fraction subset and the training order (>= 0).
         splits_csv: CSV of each sample's split (key,split,label): used if it exists, else written.
-        label_fraction: Share of the training labels to train on, per class (SPEC 002: 0.01 to 0.2).
+        label_fraction: Share of the training labels to train on, per class (Hemmingsson and Olsson 2026: 0.01 to 0.2).
         image_size: Side of the square images the model gets.
         channels: Image channels the model gets: 3 (grey repeated) or 1 (colour to luminance).
         normalize: 'imagenet' mean/std (one channel: 0.449/0.226) or 'none' (values in [0, 1]).

@@ -24,6 +24,11 @@ STRICT_ENV = "DEFECTLAB_STRICT_PLUGINS"
 HOOK_NAMES = [k.hook for k in KINDS.values()] + ["register_commands"]
 
 
+def installed_entry_points() -> list[metadata.EntryPoint]:
+    """The entry points of the ``defectlab`` group in this environment, by name (the one place plugins are found)."""
+    return sorted(metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name)
+
+
 def _env_list(name: str) -> set[str] | None:
     value = os.environ.get(name, "").strip()
     return {item.strip() for item in value.split(",") if item.strip()} if value else None
@@ -82,7 +87,7 @@ class PluginLoader:
         allow, deny = _env_list(ALLOW_ENV), _env_list(DENY_ENV) or set()
         registry = self._registry
         seen: set[str] = set()
-        for ep in sorted(metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
+        for ep in installed_entry_points():
             if (allow is not None and ep.name not in allow) or ep.name in deny:
                 continue
             if ep.name in seen:
@@ -104,7 +109,7 @@ class PluginLoader:
                 registry.plugins[missing] = record
                 registry.record_failure(
                     record, f"named in {ALLOW_ENV} but not installed"
-                    f"{did_you_mean(missing, [e.name for e in metadata.entry_points(group=ENTRY_POINT_GROUP)])}")
+                    f"{did_you_mean(missing, [e.name for e in installed_entry_points()])}")
 
     def _report_name_clash(self, record: PluginRecord, ep: metadata.EntryPoint) -> None:
         """Two installed distributions declare one plugin name: only the first is loaded."""

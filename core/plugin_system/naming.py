@@ -16,6 +16,11 @@ def natural_key(text: str) -> tuple[list[Any], str]:
     return [int(part) if i % 2 else part.lower() for i, part in enumerate(parts)], text
 
 
+def counted(number: int, noun: str) -> str:
+    """``1 problem``, ``3 problems``: a count with its noun in the right number (plural by a trailing s)."""
+    return f"{number} {noun}{'' if number == 1 else 's'}"
+
+
 def first_few(items: Sequence[Any], limit: int = EXAMPLES_SHOWN) -> str:
     """``a, b, c, ...``: the first ``limit`` items for an error message, with an ellipsis if there are more."""
     return ", ".join(str(i) for i in items[:limit]) + (", ..." if len(items) > limit else "")

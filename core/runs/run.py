@@ -7,6 +7,8 @@ import logging
 import platform
 import shutil
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -78,6 +80,20 @@ def _never_trained(folder: Path) -> bool:
         return False
     return (status.get("status") in ("failed", "interrupted") and not status.get("epochs_done")
             and not (folder / "last.pt").exists() and not (folder / "best.pt").exists())
+
+
+@contextmanager
+def removed_if_unstarted(folder: Path, made: bool = True) -> Iterator[None]:
+    """Around the work of a run in ``folder``: if it fails before training started (no ``run.json``, the
+    engine's record of how a run ended, and no checkpoint anywhere in it), the folder goes, when the run
+    ``made`` it; a folder that existed before always stays."""
+    try:
+        yield
+    except BaseException:
+        if made and folder.is_dir() and not any(folder.rglob("run.json")) and not any(folder.rglob("*.pt")):
+            shutil.rmtree(folder, ignore_errors=True)
+            log.info("removed '%s': the run failed before it started training", folder)
+        raise
 
 
 def environment_versions() -> dict[str, Any]:

@@ -15,6 +15,8 @@ from defectlab.plugin_system.errors import DataError
 from defectlab.plugin_system.files import atomic_write, write_json
 
 DETECTION_HEADER = ["path", "boxes", "class", "score", "x1", "y1", "x2", "y2", "error"]
+#: Significant digits of the probabilities, fractions and scores in the CSV (float32 holds about 7).
+DIGITS = 6
 
 
 def header(task: str, classes: Sequence[str]) -> list[str]:
@@ -84,20 +86,25 @@ def check_outputs(out: Path, pictures: Path | None, overwrite: bool, also: Seque
         shutil.rmtree(pictures)
 
 
+def short(value: float) -> str:
+    """``value`` with DIGITS significant digits, as the CSV writes it."""
+    return f"{value:.{DIGITS}g}"
+
+
 def result_row(task: str, path: Path, result: dict[str, Any], picture: Path | None, threshold: float | None
                ) -> dict[str, Any]:
     """The CSV row of one classified, segmented or anomaly-scored image, writing its mask or map to ``picture``."""
     if task == "classify":
-        return {"path": str(path), "predicted": result["label"], "confidence": result["confidence"],
-                **{f"p_{c}": p for c, p in result["probabilities"].items()}, "error": ""}
+        return {"path": str(path), "predicted": result["label"], "confidence": short(result["confidence"]),
+                **{f"p_{c}": short(p) for c, p in result["probabilities"].items()}, "error": ""}
     if task == "segment":
         mask = result["mask"]
         save_png(mask * 255, picture)
         defect = int((mask > 0).sum())
-        return {"path": str(path), "defect_pixels": defect, "defect_fraction": defect / mask.size,
+        return {"path": str(path), "defect_pixels": defect, "defect_fraction": short(defect / mask.size),
                 "mask": str(picture), "error": ""}
     save_map(result["map"], threshold, picture)
-    return {"path": str(path), "score": result["score"], "decision": "defect" if result["defect"] else "good",
+    return {"path": str(path), "score": short(result["score"]), "decision": "defect" if result["defect"] else "good",
             "map": str(picture), "error": ""}
 
 

@@ -49,6 +49,8 @@ from torch import nn
 log = logging.getLogger("defectlab.training.loop")
 
 Callback = Callable[["Trainer", dict[str, Any]], None]
+#: Seconds between two progress lines when stderr is not a terminal (a log file, CI), where tqdm shows no bar.
+PROGRESS_EVERY = 30.0
 
 
 def seed_everything(seed: int) -> None:
@@ -138,6 +140,48 @@ def terminate_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+def clock(seconds: float) -> str:
+    """``4:05`` or ``1:02:03``: a duration as a clock shows it."""
+    minutes, secs = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
+def is_terminal(stream: Any) -> bool:
+    """Whether ``stream`` is a terminal (not a pipe, a file, or a closed stream)."""
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):  # no isatty, or closed
+        return False
+
+
+class ProgressLines:
+    """The batches of ``loader``, with a line to ``say`` every PROGRESS_EVERY seconds: the progress bar of a
+    log file, e.g. ``epoch 3/40 batch 120/492, 45 img/s, loss 0.4123, eta 6:03`` (eta: the end of this pass)."""
+
+    def __init__(self, loader: Any, label: str, say: Callable[[str], None]):
+        self.loader, self.label, self.say = loader, label, say
+        self.postfix: dict[str, Any] = {}
+
+    def set_postfix(self, refresh: bool = True, **values: Any) -> None:
+        """Numbers shown after the rate (tqdm's call, so the loop need not know which it has)."""
+        self.postfix = values
+
+    def __iter__(self) -> Iterator[Any]:
+        total = len(self.loader)
+        started = last = time.monotonic()
+        images = 0
+        for step, batch in enumerate(self.loader, 1):
+            yield batch
+            images += len(batch["image"])
+            now = time.monotonic()
+            if now - last >= PROGRESS_EVERY:
+                last, seconds = now, now - started
+                self.say(", ".join([f"{self.label} batch {step}/{total}", f"{images / max(seconds, 1e-9):.0f} img/s",
+                                    *(f"{k} {v}" for k, v in self.postfix.items()),
+                                    f"eta {clock(seconds / step * (total - step))}"]))
+
+
 class Trainer:
     """Train ``model`` on ``data`` with ``loss``, evaluating with ``evaluators``, into ``folder``.
 
@@ -173,6 +217,7 @@ class Trainer:
         self.optimizer: torch.optim.Optimizer | None = None
         self.schedule: torch.optim.lr_scheduler.LRScheduler | None = None
         self.synthesizer: Any = None  # train.tail_synthesis's queues, built in _prepare
+        self.star_explained = False  # the first epoch line with a * says what it means
 
     # --- set-up ----------------------------------------------------------------------------------
 
@@ -375,11 +420,14 @@ class Trainer:
                 "seconds": round(seconds, 3), "images_per_s": round(seen / seconds, 2)}
 
     def _progress(self, loader: Any, label: str) -> Any:
-        """``loader`` with a progress bar on the main process when asked for (None: not on a pipe)."""
+        """``loader`` with progress on the main process when train.progress is on: a bar on a terminal, else
+        a line every PROGRESS_EVERY seconds."""
         from tqdm import tqdm
 
-        return tqdm(loader, desc=label, leave=False, file=sys.stderr, dynamic_ncols=True,
-                    disable=None if self.settings.progress and self.world.is_main else True)
+        shown = self.settings.progress and self.world.is_main
+        if shown and not is_terminal(sys.stderr):
+            return ProgressLines(loader, label, self._say)
+        return tqdm(loader, desc=label, leave=False, file=sys.stderr, dynamic_ncols=True, disable=not shown)
 
     @property
     def amp_on_gpu(self) -> bool:
@@ -502,8 +550,7 @@ class Trainer:
         self._status("finished", evaluation={"split": split, "scores": results.get("scores", {})})
         from defectlab.runs.report import write_run_report
 
-        report = write_run_report(self.folder)
-        self._say(f"run: {self.folder}\nreport: {report}")
+        write_run_report(self.folder)  # where it is, is the caller's to say (the CLI prints it)
         distributed.barrier(self.world)
 
     # --- bookkeeping -----------------------------------------------------------------------------
@@ -547,8 +594,12 @@ class Trainer:
     def _epoch_line(self, record: dict[str, Any]) -> str:
         shown = {k: v for k, v in record.items() if k in ("train/loss", "val/loss", self.best["monitor"])}
         text = " ".join(f"{k} {v:.4g}" for k, v in shown.items())
-        return f"epoch {record['epoch']}/{self.settings.epochs} {text} ({record['images_per_s']:.0f} img/s)" + (
-            " *" if record["best"] else "")
+        line = f"epoch {record['epoch']}/{self.settings.epochs} {text} ({record['images_per_s']:.0f} img/s)"
+        if not record["best"]:
+            return line
+        legend = "" if self.star_explained else f"  (* = best {self.best['monitor']} so far, saved as best.pt)"
+        self.star_explained = True
+        return f"{line} *{legend}"
 
     def _say(self, text: str) -> None:
         if self.world.is_main:

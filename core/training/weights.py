@@ -10,11 +10,14 @@ input size still gives what fits; a file of which nothing fits is an error.
 from __future__ import annotations
 
 import os
+import socket
+import urllib.request
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from defectlab.plugin_system.errors import DataError
 from defectlab.training.checkpoints import load_torch_file
@@ -33,6 +36,11 @@ OFFLINE_VALUES = {"1", "true", "yes", "on"}
 LOCAL_FILE_ADVICE = ("download them once where the network is available, save the model's state dict "
                      "(torch.save(model.state_dict(), 'weights.pt')) and pass weights='weights.pt' "
                      "(a local .pt/.pth/.safetensors file)")
+#: The ways on without the network, named by every error about weights that need a download.
+WAYS_OUT = ("train without them: --set model.weights=none (random initialisation); or use weights already on "
+            "this machine: HF_HUB_OFFLINE=1 with them in the Hugging Face cache, or " + LOCAL_FILE_ADVICE)
+#: Seconds the Hugging Face hub has to accept a connection before a download of named weights is given up.
+HUB_TIMEOUT = 2.0
 
 
 @dataclass
@@ -143,12 +151,36 @@ def hub_offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in OFFLINE_VALUES
 
 
+def hub_cached(repo: str) -> bool:
+    """Whether the Hugging Face cache holds a snapshot of the model repository ``repo`` ('timm/resnet18.a1_in1k')."""
+    from huggingface_hub import constants
+
+    snapshots = Path(constants.HF_HUB_CACHE) / f"models--{repo.replace('/', '--')}" / "snapshots"
+    return snapshots.is_dir() and any(snapshots.iterdir())
+
+
+def hub_address() -> tuple[str, int]:
+    """(host, port) a download from the hub connects to: the https proxy if one is set, else HF_ENDPOINT's host."""
+    proxy = urllib.request.getproxies().get("https")
+    url = urlsplit(proxy or os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
+    return url.hostname or "huggingface.co", url.port or (80 if url.scheme == "http" else 443)
+
+
+def hub_reachable(timeout: float = HUB_TIMEOUT) -> bool:
+    """Whether a connection to the hub (or the proxy in front of it) opens within ``timeout`` seconds."""
+    try:
+        socket.create_connection(hub_address(), timeout=timeout).close()
+    except OSError:
+        return False
+    return True
+
+
 def resolve_weights(weights: str | os.PathLike[str] | None, named: Mapping[str, Any], what: str
                     ) -> tuple[Path | None, Any]:
     """(local file, named source) for a backbone's ``weights`` value; at most one is set.
 
-    ``named`` maps the source names ``what`` knows (e.g. 'imagenet') to what its builder needs.
-    A named source means a download, so it is refused at once while HF_HUB_OFFLINE is set; an
+    ``named`` maps the source names ``what`` knows (e.g. 'imagenet') to what its builder needs. A
+    named source means a download, which :func:`downloading_weights` checks before it starts; an
     existing file wins over a source of the same name; anything else is a DataError listing the
     sources.
     """
@@ -158,9 +190,6 @@ def resolve_weights(weights: str | os.PathLike[str] | None, named: Mapping[str, 
     if path.is_file():
         return path, None
     if str(weights) in named:
-        if hub_offline():
-            raise DataError(f"weights='{weights}' for {what} needs a download, but HF_HUB_OFFLINE is set; "
-                            f"{LOCAL_FILE_ADVICE}")
         return None, named[str(weights)]
     if path.exists():
         raise DataError(f"weights '{weights}' is a folder; give the state-dict file")
@@ -168,10 +197,25 @@ def resolve_weights(weights: str | os.PathLike[str] | None, named: Mapping[str, 
     raise DataError(f"weights '{weights}' is not a file, nor a named source of {what} (sources: {sources})")
 
 
+def check_download(weights: str, what: str, hub_repo: str | None = None) -> None:
+    """Refuse at once a download that cannot work: HF_HUB_OFFLINE is set, or the hub does not answer within
+    HUB_TIMEOUT. Weights that ``hub_repo`` (their Hugging Face repository) has in the local cache pass."""
+    if hub_repo is not None and hub_cached(hub_repo):
+        return
+    if hub_offline():
+        raise DataError(f"weights='{weights}' for {what} needs a download, but HF_HUB_OFFLINE is set and the "
+                        f"Hugging Face cache does not hold them; {WAYS_OUT}")
+    if hub_repo is not None and not hub_reachable():
+        host, port = hub_address()
+        raise DataError(f"weights='{weights}' for {what} needs a download, but {host}:{port} did not answer within "
+                        f"{HUB_TIMEOUT:g} s (no network?); {WAYS_OUT}")
+
+
 @contextmanager
-def downloading_weights(weights: str, what: str) -> Iterator[None]:
-    """Around the download of named weights: any failure (network, hub, cache) becomes one DataError
-    that says how to use a local file instead."""
+def downloading_weights(weights: str, what: str, hub_repo: str | None = None) -> Iterator[None]:
+    """Around the download of named weights: first :func:`check_download`, then any failure (network, hub,
+    cache) becomes one DataError that names the ways on without the network."""
+    check_download(weights, what, hub_repo)
     try:
         yield
     except DataError:
@@ -179,4 +223,4 @@ def downloading_weights(weights: str, what: str) -> Iterator[None]:
     except Exception as exc:  # every download failure means the same to the user
         cause = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise DataError(f"could not download weights='{weights}' for {what} ({type(exc).__name__}: {cause}); "
-                        f"{LOCAL_FILE_ADVICE}") from exc
+                        f"{WAYS_OUT}") from exc

@@ -4,7 +4,7 @@ Target: the monocrystalline ELPV cells; candidate source: the polycrystalline on
 defect probability >= 0.5). The screening (SPEC 000) scores the source; a staged run trains a
 grey-input ResNet-18 on the source and fine-tunes its backbone on the target (SPEC 000 §8); a
 second run trains the target from scratch with the same settings; the report compares the two
-on the same target test split. Sized for about six minutes on two CPU cores.
+on the same target test split. Sized for a few minutes on two CPU cores (229-370 s measured).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 TARGET, SOURCE = "elpv:mono", "elpv:poly"
-DEFAULT_EPOCHS = 5  # per training: 370 s in all on two CPU cores (8 took 584 s)
+DEFAULT_EPOCHS = 5  # per training: 229-370 s in all on two CPU cores (8 took 584 s)
 DEFAULT_IMAGE_SIZE = 96
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping, Sequence
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,7 @@ def pretrain(config: str | Path | Mapping[str, Any] | None = None, *, out: str |
     pretraining to the same weights.
     """
     from defectlab.plugin_system.config import apply_overrides, load_toml
-    from defectlab.runs.run import new_run_dir
+    from defectlab.runs.run import new_run_dir, removed_if_unstarted
     from defectlab.training.distributed import world_from_environment
     from defectlab.workflows.train import train
 
@@ -43,6 +44,8 @@ def pretrain(config: str | Path | Mapping[str, Any] | None = None, *, out: str |
                         "(`defectlab list ssl`)")
     if problems:
         raise ConfigError(problems, source)
-    if out is None and world_from_environment().is_main:
+    made = out is None and world_from_environment().is_main
+    if made:
         out = new_run_dir("pretrain")
-    return train(values, out=out, callbacks=callbacks, overwrite=overwrite)
+    with removed_if_unstarted(Path(out), made) if made else nullcontext():
+        return train(values, out=out, callbacks=callbacks, overwrite=overwrite)

@@ -325,7 +325,7 @@ def train(config: str | Path | Mapping[str, Any] | None = None, *, out: str | Pa
     refused unless ``overwrite`` is set.
     """
     from defectlab.plugin_system.config import apply_overrides, load_toml
-    from defectlab.runs.run import new_run_dir
+    from defectlab.runs.run import new_run_dir, removed_if_unstarted
     from defectlab.training.distributed import world_from_environment
 
     if resume is not None:
@@ -340,12 +340,14 @@ def train(config: str | Path | Mapping[str, Any] | None = None, *, out: str | Pa
     if linear_probe is not None:
         values.setdefault("train", {})["linear_probe"] = linear_probe
     check_config(values, source)
+    made = world_from_environment().is_main and not (out is not None and Path(out).exists())
     folder = new_run_dir("train", out, overwrite=overwrite, check=world_from_environment().is_main)
     stages = stage_configs(values)
-    if stages[0][0] == "":
-        return _train_stage(values, folder, callbacks)
-    _write_top(folder, values, [name for name, _ in stages])
-    return _run_stages(folder, stages, callbacks, start=0)
+    with removed_if_unstarted(folder, made):  # a failed start leaves no empty run folder behind
+        if stages[0][0] == "":
+            return _train_stage(values, folder, callbacks)
+        _write_top(folder, values, [name for name, _ in stages])
+        return _run_stages(folder, stages, callbacks, start=0)
 
 
 def _write_top(folder: Path, values: Mapping[str, Any], names: list[str]) -> None:

@@ -15,7 +15,7 @@ COMMON_ARGS = """\
         weights: The feature extractor's weights: None (random initialisation), a local state-dict
             file or a run folder (a `defectlab pretrain` run's encoder, a classifier's best.pt),
             loaded as transfer learning does, the source's head left out; or a source the backbone
-            knows, "imagenet" (a download, refused while HF_HUB_OFFLINE is set).
+            knows, "imagenet" (a download, or the Hugging Face cache).
         backbone: A registered backbone that has feature_maps(x, layers): resnet18, resnet34,
             resnet50, vit_tiny, vit_small, vit_base (224-pixel inputs) or timm:NAME. Built with
             weights=None, then loaded from weights."""

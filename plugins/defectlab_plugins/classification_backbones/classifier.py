@@ -5,8 +5,9 @@ whose submodule ``head`` maps it to logits (N, num_classes). Everything but ``he
 backbone: ``backbone_state_dict()`` is what transfer learning carries from one task to the next.
 
 Weights come from nowhere (random init), a local state-dict file, or ``"imagenet"`` (downloaded
-through timm, never while ``HF_HUB_OFFLINE`` is set). Tensors whose shapes do not fit are skipped
-and reported, not fatal, so a checkpoint with another head or input size still transfers what fits.
+through timm; offline or without the network only from the Hugging Face cache). Tensors whose
+shapes do not fit are skipped and reported, not fatal, so a checkpoint with another head or input
+size still transfers what fits.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ COMMON_ARGS = """\
     in_chans: number of input image channels (1 for grey images).
     weights: None for random initialisation, a local .pt/.pth/.safetensors state dict (tensors
         whose names or shapes do not fit are skipped and reported), or "imagenet" for the
-        pretrained weights, which needs the network (never tried while HF_HUB_OFFLINE is set).
+        pretrained weights, which needs the network or the Hugging Face cache (checked before any download).
     freeze: parameter-name prefixes whose parameters are not trained, e.g. conv1, bn1, layer1,
         layer2; "all_but_head" freezes everything but the head (linear probing). Frozen
         BatchNorm layers also keep their running statistics.
@@ -116,9 +117,10 @@ class ClassifierBase(nn.Module):
         """Load ``weights``, then freeze ``freeze``.
 
         ``weights`` is None, a local file, or "imagenet": the pretrained weights timm has for
-        ``timm_name`` (created with ``timm_kwargs``), downloaded on first use. The download is
-        refused while HF_HUB_OFFLINE is set, and a failed one is a DataError that says how to
-        pass a local file instead.
+        ``timm_name`` (created with ``timm_kwargs``), downloaded on first use. A download that
+        cannot work (HF_HUB_OFFLINE set, or no answer from the hub within seconds) is refused at
+        once unless the Hugging Face cache holds them; that and a failed one are DataErrors
+        naming the ways on without the network.
         """
         what = f"timm model '{timm_name}'"
         local, pretrained = resolve_weights(weights, {"imagenet": timm_name}, what)
@@ -127,7 +129,8 @@ class ClassifierBase(nn.Module):
         elif pretrained is not None:
             import timm
 
-            with downloading_weights(str(weights), what):
+            hub_repo = getattr(timm.models.get_pretrained_cfg(pretrained), "hf_hub_id", None)
+            with downloading_weights(str(weights), what, hub_repo):
                 pretrained_model = timm.create_model(pretrained, pretrained=True, num_classes=0, **timm_kwargs)
             self.load_weights(pretrained_model.state_dict(), str(weights))
         self.freeze(freeze)

@@ -177,7 +177,7 @@ class ResNetVariant(ClassifierBase):
         return [maps[name] for name in layers]
 
 
-OPTIONS = "SPEC 001's head, pooling, attention, DropBlock and freezing options"
+OPTIONS = "the head, pooling, attention, DropBlock and freezing options of the ResNet-18 cable notes"
 ResNet18, ResNet34, ResNet50 = RESNETS = tuple(
     variant(ResNetVariant, f"ResNet{depth}", f"resnet{depth}", f"ResNet-{depth} (torchvision layout) with {OPTIONS}.",
             arch=f"resnet{depth}")

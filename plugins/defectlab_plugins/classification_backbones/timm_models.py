@@ -145,4 +145,5 @@ ViTTiny, ViTSmall, ViTBase = VITS = tuple(
     variant(VisionTransformer, f"ViT{size.title()}", f"vit_{size}",
             f"ViT-{short}/16 (timm vit_{size}_patch16_224){note}; forward_features gives the CLS embedding.",
             timm_name=f"vit_{size}_patch16_224")
-    for size, short, note in (("tiny", "Ti", ""), ("small", "S", ""), ("base", "B", ", the encoder of SPEC 002")))
+    for size, short, note in (("tiny", "Ti", ""), ("small", "S", ""),
+                              ("base", "B", ", the encoder of Hemmingsson and Olsson 2026")))

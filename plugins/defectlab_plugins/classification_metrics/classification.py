@@ -252,7 +252,7 @@ class ClassificationEvaluator(CollectingEvaluator):
     average precision) and ``precision/<class>``, ``recall/<class>``, ``f1/<class>``,
     ``ap/<class>`` from torchmetrics; the macro means and mAP average over the classes that
     occur in the targets, and a per-class score that is 0/0 is 0. ``f1_best`` is F1 at its
-    best confidence (SPEC 000 §3.2): for each t in 0, 0.001, ..., 1 class c is predicted for
+    best confidence (Valle Salgado et al. 2023, §3.2): for each t in 0, 0.001, ..., 1 class c is predicted for
     a sample when p_c ≥ t (one-vs-rest), F1_c(t) is averaged over the classes in the targets,
     and f1_best is the highest mean, reached first at ``f1_best_threshold`` (YOLO reports it
     as ``0.67@0.256``). ``write(folder)`` draws confusion_matrix.png, pr_curves.png and

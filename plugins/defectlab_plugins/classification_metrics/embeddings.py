@@ -106,7 +106,7 @@ class EmbeddingsEvaluator(CollectingEvaluator):
     """Penultimate-layer embeddings: their leave-one-out k-NN accuracy and a t-SNE map coloured by class.
 
     ``update(pred, target, embeddings=None, keys=None)`` keeps the embeddings (N, D) that the
-    engine takes from the model's ``forward_features`` (SPEC 002 §5.1: the CLS embedding of a
+    engine takes from the model's ``forward_features`` (Hemmingsson and Olsson 2026, §5.1: the CLS embedding of a
     ViT), with their class indices and keys. ``compute()`` gives ``knn_accuracy``: each sample's
     class voted by its ``neighbours`` nearest other samples (Euclidean, in the embedding space
     itself); the class with most votes wins, a tie goes to the class whose voters lie nearer in
@@ -118,7 +118,7 @@ class EmbeddingsEvaluator(CollectingEvaluator):
         max_samples: at most this many samples go into the k-NN accuracy and the t-SNE map;
             beyond it a seeded subsample is taken, stratified by class where every class has at
             least 2 samples, else at random.
-        pca_dim: PCA dimension before t-SNE (50 in SPEC 002), clipped to the embedding size and
+        pca_dim: PCA dimension before t-SNE (50 in Hemmingsson and Olsson 2026), clipped to the embedding size and
             to the number of samples − 1.
         perplexity: t-SNE perplexity; clipped below n − 1 for small sets, with a note.
         neighbours: k of the k-NN accuracy, clipped to the number of samples − 1.

@@ -98,9 +98,9 @@ def silence_dropout(module: nn.Module) -> None:
 
 
 class DINO(nn.Module):
-    """DINO self-distillation (seed 002 §2.5): a student and its EMA teacher agree across multi-crop views.
+    """DINO self-distillation: a student and its EMA teacher agree across multi-crop views.
 
-    The student is the encoder plus a projection head (3-layer MLP, L2 normalisation, weight-normalised
+    As in Hemmingsson and Olsson 2026 (§2.5, docs/references.md). The student is the encoder plus a projection head (3-layer MLP, L2 normalisation, weight-normalised
     last layer to ``out_dim``); the teacher is a copy of both, never trained by gradient, following the
     student by an EMA whose momentum rises from ``momentum`` to 1 on a cosine. Each batch gives 2 global
     and ``local_crops`` local random resized crops per image; the teacher sees the global ones, the
@@ -129,7 +129,7 @@ class DINO(nn.Module):
         encoder: the backbone being pretrained, built for the "embed" task: a torch module with
             forward_features(images) -> (N, D) and num_features = D (the built-in ViTs and ResNets);
             given by the pretrain workflow, not by a config.
-        out_dim: K, the number of output dimensions (prototypes); 8192 after seed 002's Table 4.2.
+        out_dim: K, the number of output dimensions (prototypes); 8192 after Hemmingsson and Olsson's Table 4.2.
         hidden_dim: width of the head's two hidden layers.
         bottleneck_dim: width of the head's bottleneck, before L2 normalisation and the last layer.
         norm_last_layer: keep the weight norm of the head's last layer fixed at 1 (steadier training);
@@ -151,7 +151,7 @@ class DINO(nn.Module):
         warmup_teacher_temp_fraction: share of training over which τ_t goes linearly from
             warmup_teacher_temp to teacher_temp (the reference: 30 of 100 epochs).
         center_momentum: momentum m of the centre's EMA (0.9 for ImageNet-initialised encoders, 0.99
-            for encoders trained from scratch, seed 002 Tables 7.1, 7.8).
+            for encoders trained from scratch; Hemmingsson and Olsson's Tables 7.1, 7.8).
         momentum: teacher EMA momentum at the start; it rises to 1 on a cosine over training.
         weight_decay: weight decay of the weights (not biases and norms) at the start.
         weight_decay_end: weight decay at the end, reached on a cosine.

@@ -167,7 +167,7 @@ def with_signature_parameters(init: Callable[..., None]) -> Callable[..., None]:
 class EMD(SignatureDistance):
     """Earth Mover's Distance between datasets' colour signatures, solved exactly (network simplex).
 
-    Lower = more similar domains. Signatures follow SPEC 000 Alg. 1; the EMD is eq. 10-15 with
+    Lower = more similar domains. Signatures follow Valle Salgado et al. 2023, Alg. 1; the EMD is eq. 10-15 with
     partial matching when the total weights differ.
     """
 

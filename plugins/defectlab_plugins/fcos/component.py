@@ -22,7 +22,7 @@ def fcos(num_classes: Annotated[int, Range(1)] = 1, in_chans: Annotated[int, Ran
     Training returns torchvision's named losses (classification: sigmoid focal; bbox_regression:
     GIoU; bbox_ctrness: centre-ness BCE), each divided by the number of positive samples;
     evaluation returns per image a dict of ``boxes`` (x1, y1, x2, y2 pixels), ``scores`` and
-    ``labels``. ``assigner="tgfs"`` chooses positives by SPEC 004's task-guided feature selection
+    ``labels``. ``assigner="tgfs"`` chooses positives by the task-guided feature selection of Liu et al. 2026
     (docs/detection.md: the score, the level choice and the reweighting, and how to replace them).
 
     Args:

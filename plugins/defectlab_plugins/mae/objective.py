@@ -53,9 +53,9 @@ def masked_mse(pred: Tensor, target: Tensor, mask: Tensor) -> Tensor:
 
 
 class MAE(nn.Module):
-    """Masked autoencoder (He et al. 2022; SPEC 002 §2.6): reconstruct hidden patches from visible ones.
+    """Masked autoencoder (He et al. 2022): reconstruct hidden patches from visible ones.
 
-    Each step hides exactly round(mask_ratio · N) of the N patches of every image (random,
+    As in Hemmingsson and Olsson 2026 (§2.6, docs/references.md). Each step hides exactly round(mask_ratio · N) of the N patches of every image (random,
     block-wise or grid-wise), encodes the visible patches only, and decodes all patches with a
     light transformer; the loss is the mean squared error on the hidden patches. The decoder is
     left behind: ``export_encoder()`` is the ViT backbone, which ``train --init-from`` loads.
@@ -71,8 +71,8 @@ class MAE(nn.Module):
             vit_small, vit_base or timm:vit_*; any size, grey or RGB); its image size must be a
             multiple of its patch size.
         mask_ratio: fraction of the patches hidden in every image, exactly round(mask_ratio · N)
-            of N; at least one patch must stay hidden and one visible. The seed's tuned value is
-            0.9 with ImageNet initialisation, 0.75 from scratch.
+            of N; at least one patch must stay hidden and one visible. Hemmingsson and Olsson's
+            tuned value is 0.9 with ImageNet initialisation, 0.75 from scratch.
         masking: where the hidden patches lie: 'random' (uniformly), 'block' (one contiguous
             block) or 'grid' (a regular lattice with a random offset).
         decoder_depth: number of transformer blocks of the decoder.

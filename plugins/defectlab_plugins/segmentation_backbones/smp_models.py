@@ -3,8 +3,9 @@
 Every factory takes ``num_classes`` (1 = one logit per pixel for binary segmentation),
 ``in_chans`` and ``weights``: None (random initialisation), a local state-dict file (loaded
 tensor by tensor with a report of what fitted), or a named source of the encoder such as
-``"imagenet"``, which segmentation-models-pytorch downloads: refused while ``HF_HUB_OFFLINE`` is
-set, and a failed download is an error that says how to pass a local file instead. Each
+``"imagenet"``, which segmentation-models-pytorch downloads: refused at once when that cannot work
+(``HF_HUB_OFFLINE`` set, or no answer from the hub) unless the Hugging Face cache holds them, and
+a failed download is an error that names the ways on without the network. Each
 returned model has an ``encoder`` attribute: the part a transfer loads or an SSL objective
 pretrains.
 
@@ -48,6 +49,17 @@ def encoder_sources(encoder: str) -> dict[str, Any]:
     return {name: name for name in smp.encoders.encoders[encoder]["pretrained_settings"]}
 
 
+def hub_repo(encoder: str, source: Any) -> str | None:
+    """The Hugging Face repository smp downloads the weights ``source`` of ``encoder`` from (None: not the hub)."""
+    import segmentation_models_pytorch as smp
+
+    if encoder.startswith("tu-"):
+        import timm
+
+        return getattr(timm.models.get_pretrained_cfg(encoder.removeprefix("tu-")), "hf_hub_id", None)
+    return smp.encoders.encoders[encoder]["pretrained_settings"][source].get("repo_id")
+
+
 def segmentation_model(arch: str, encoder: str, num_classes: int, in_chans: int, weights: str | None,
                        **options: Any) -> nn.Module:
     """An smp model of architecture ``arch`` (smp class name) with its weights; shared by every smp component."""
@@ -55,8 +67,10 @@ def segmentation_model(arch: str, encoder: str, num_classes: int, in_chans: int,
 
     what = f"encoder '{encoder}'"
     local, source = resolve_weights(weights, encoder_sources(encoder), what)
+    downloading = nullcontext() if source is None else downloading_weights(str(weights), what,
+                                                                            hub_repo(encoder, source))
     try:
-        with downloading_weights(str(weights), what) if source is not None else nullcontext():
+        with downloading:
             model = smp.create_model(arch, encoder_name=encoder, encoder_weights=source, in_channels=in_chans,
                                      classes=num_classes, **options)
     except (KeyError, RuntimeError) as exc:  # an encoder that cannot take these options
@@ -71,7 +85,7 @@ SMP_ARGS = """Args:
     in_chans: Input channels: 1 for grey images (EL cells), 3 for colour.
     weights: None for random initialisation; a local state-dict file of the model or of its
         encoder (tensors that fit are loaded and the rest reported); or a named source of the
-        encoder, e.g. 'imagenet', which is downloaded (not while HF_HUB_OFFLINE is set)."""
+        encoder, e.g. 'imagenet', which needs the network or the Hugging Face cache."""
 
 
 def smp_component(arch: str, name: str, doc: str, **options: Any) -> Callable[..., nn.Module]:

@@ -93,7 +93,7 @@ class SegmentationEvaluator:
     size; torch tensors (any device) or NumPy arrays. A pixel is predicted defect when its
     probability exceeds ``threshold``. TP, FP (background predicted as defect), FN and TN are
     summed over every pixel seen, so the scores are dataset-level; ``compute()`` returns iou,
-    pa (= TP/(TP+FP), seed 003 eq. 23), recall, dice, oii, tp, fp, fn, tn and, with
+    pa (= TP/(TP+FP), Yi et al. 2022, eq. 23), recall, dice, oii, tp, fp, fn, tn and, with
     ``per_image``, the means over images as ``<score>_per_image``. A 0/0 ratio is 1.0 when
     TP + FP + FN = 0 (nothing to find, nothing found) and 0.0 otherwise.
 
