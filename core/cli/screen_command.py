@@ -1,4 +1,4 @@
-"""``defectlab screen``: rank source datasets for a target (SPEC 000) and cut the chosen subset."""
+"""``defectlab screen``: rank source datasets for a target (Valle Salgado et al. 2023) and cut the chosen subset."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""``defectlab tune-oii``: OII-guided bisection of a segmentation loss's α (SPEC 003 App. C)."""
+"""``defectlab tune-oii``: OII-guided bisection of a segmentation loss's α (Yi et al. 2022 App. C)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Stratified train/val/test splits, nested label-fraction subsets, and the CSV that keeps a split.
 
-SPEC 002 splits 70/15/15 by class with a fixed seed and trains on 1/5/10/20 % of the training
+Hemmingsson and Olsson 2026 splits 70/15/15 by class with a fixed seed and trains on 1/5/10/20 % of the training
 labels with val and test fixed; the ELPV protocol splits 75/25 with no val. Every class keeps
 its share in every split, a seed always gives the same split whatever order the classes come
 in, and the split is written to a CSV so that a resumed run uses the very same one.
@@ -138,7 +138,7 @@ def stratified_split(labels: Sequence[int | None], fractions: Sequence[float], s
 
 def label_fraction_subset(indices: Sequence[int], labels: Sequence[int | None], fraction: float,
                           seed: int = 0) -> list[int]:
-    """A stratified share of ``indices`` (the training split) for label-fraction training (SPEC 002).
+    """A stratified share of ``indices`` (the training split) for label-fraction training (Hemmingsson and Olsson 2026).
 
     Each class keeps round(n_c * fraction) samples (halves round up), at least one. The kept
     samples are a prefix of one seeded order per class, so for one seed a smaller fraction's

@@ -1,4 +1,4 @@
-"""Cutting a source dataset down to a target's label set (SPEC 000 §2.4) and planning re-balancing (§2.5).
+"""Cutting a source dataset down to a target's label set (Valle Salgado et al. 2023 §2.4) and planning re-balancing (§2.5).
 
 The subset is written as a CSV index (path, label, split, boxes[, repeat]) that the ``csv_index``
 dataset reads back; class names, not indices, tie the source to the target.

@@ -1,7 +1,7 @@
 """Cutting large images and their masks into tiles and stitching tile predictions back.
 
 Cracks a few pixels wide vanish when a 1344x1344 cell image is resized to a network's input,
-so SPEC 003 trains and predicts on crops (1344x1344 -> nine 448x448 tiles). The spatial axes
+so Yi et al. 2022 trains and predicts on crops (1344x1344 -> nine 448x448 tiles). The spatial axes
 are the first two of every array here, (H, W) or (H, W, C): an image and its mask cut with the
 same tile size and overlap get the same offsets, tile for tile. numpy is imported inside the
 functions so that ``import defectlab`` stays light.

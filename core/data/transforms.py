@@ -3,7 +3,7 @@
 :class:`ImageTransform` needs no dataset, so ``predict`` builds the same one from a run's
 settings for arbitrary files. It works in two steps: :meth:`ImageTransform.resize` (uint8 in,
 uint8 out: what a data module caches) and the call, which converts channels, augments when
-training (SPEC 000 §2.5: flip, rotation, contrast, noise; SPEC 003: brightness; torchvision's
+training (Valle Salgado et al. 2023 §2.5: flip, rotation, contrast, noise; Yi et al. 2022: brightness; torchvision's
 RandAugment, TrivialAugment and random resized crops) and normalises. Masks and detection boxes
 (x1, y1, x2, y2 in pixels of the output size) go through the same geometry as the image.
 Randomness comes from torch's global generator, so ``torch.manual_seed`` makes it repeatable.

@@ -3,7 +3,7 @@
 An exported detector returns, for every anchor point, a box and one score per class; the steps
 that turn these into detections run here, where ONNX cannot express them well (a varying number
 of boxes per image). They follow the detectors' own PyTorch post-processing step for step, so
-the exported file and the run give the same boxes (SPEC: the parity check proves it):
+the exported file and the run give the same boxes (the parity check proves it):
 
 - ``levels`` and ``level_topk``: torchvision FCOS keeps, per pyramid level, the ``level_topk``
   best (anchor, class) pairs above the threshold;

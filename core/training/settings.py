@@ -13,7 +13,7 @@ from defectlab.plugin_system.parameters import Range, check_arguments
 
 @dataclass(frozen=True)
 class TailSynthesis:
-    """Feature-space synthesis of tail-class samples (``[train.tail_synthesis]``; SPEC 001, after Xu et al., ECCV 2022).
+    """Feature-space synthesis of tail-class samples (``[train.tail_synthesis]``; the ResNet-18 cable notes, after Xu et al., ECCV 2022).
 
     Every training step adds virtual features λ·a + (1 − λ)·b, where a and b are two recent
     features of the same tail class (the backbone's ``forward_features``, detached), and the
@@ -148,7 +148,7 @@ class TrainSettings:
             the last one).
         device: 'auto' (the GPU if there is one), 'cpu', 'cuda' or 'cuda:N'.
         init_from: A run directory or weights file whose backbone tensors initialise the model
-            (the head stays random): staged transfer, SPEC 000 §8.
+            (the head stays random): staged transfer, Valle Salgado et al. 2023 §8.
         linear_probe: Train the head only, with the backbone frozen (linear probing); False
             fine-tunes everything that is not frozen by the model's own settings.
         progress: Show a progress bar per epoch.

@@ -1,4 +1,4 @@
-"""Feature-space synthesis of tail-class samples (``train.tail_synthesis``; SPEC 001, after Xu et al., ECCV 2022).
+"""Feature-space synthesis of tail-class samples (``train.tail_synthesis``; the ResNet-18 cable notes, after Xu et al., ECCV 2022).
 
 A classifier is ``head(forward_features(images))``. At every training step the batch's features
 of the tail classes are remembered, detached, in a small queue per class; virtual features

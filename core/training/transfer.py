@@ -1,6 +1,6 @@
 """Transfer learning: which tensors are a model's backbone, loading them from another run, linear probing.
 
-SPEC 000 §8: train on a source, then carry the backbone's weights only to the target model and
+Valle Salgado et al. 2023 §8: train on a source, then carry the backbone's weights only to the target model and
 initialise the rest (the head) at random. A classifier's backbone is every tensor outside its
 ``head``; a segmentation model's is its ``encoder``; a model may also name its backbone's
 state-dict prefixes itself (``backbone_prefixes``); a model with none of these transfers whatever fits.

@@ -1,8 +1,8 @@
 """The ELPV story behind ``defectlab demo``: screen a source, transfer from it, compare with training from scratch.
 
 Target: the monocrystalline ELPV cells; candidate source: the polycrystalline ones (both binary,
-defect probability >= 0.5). The screening (SPEC 000) scores the source; a staged run trains a
-grey-input ResNet-18 on the source and fine-tunes its backbone on the target (SPEC 000 §8); a
+defect probability >= 0.5). The screening (Valle Salgado et al. 2023) scores the source; a staged run trains a
+grey-input ResNet-18 on the source and fine-tunes its backbone on the target (Valle Salgado et al. 2023 §8); a
 second run trains the target from scratch with the same settings; the report compares the two
 on the same target test split. Sized for a few minutes on two CPU cores (229-370 s measured).
 """

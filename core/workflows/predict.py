@@ -141,7 +141,7 @@ def default_threshold(trained: TrainedModel) -> float | None:
 
 
 def run_confidence(checkpoint: Path) -> float:
-    """The confidence of best F1 the run's test evaluation found (SPEC 000 §3.2), else DEFAULT_CONFIDENCE."""
+    """The confidence of best F1 the run's test evaluation found (Valle Salgado et al. 2023 §3.2), else DEFAULT_CONFIDENCE."""
     for metrics in sorted(checkpoint.parent.glob("eval/*/metrics.json")):
         value = json.loads(metrics.read_text()).get("scores", {}).get("f1_confidence")
         if isinstance(value, (int, float)) and 0 < value < 1:

@@ -1,4 +1,4 @@
-"""Source-dataset screening by domain similarity (SPEC 000 §2.3-2.4).
+"""Source-dataset screening by domain similarity (Valle Salgado et al. 2023 §2.3-2.4).
 
 disc(D_T, D_S) = distance(s_S, s_T) * imbalance_S / (|Y_T ∩ Y_S| + eps), lower is closer; the
 chosen source is, among the ``top`` lowest scores, the one with the most samples. Every part of

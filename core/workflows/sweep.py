@@ -3,7 +3,7 @@
 Every combination of the grid's values is one run of ``train`` (or ``pretrain``, for a config
 with ``[ssl]``), in a folder of its own under the sweep's. A sweep started again with the same
 config and grid continues: finished runs are kept, killed ones resumed, the rest started. The
-report is ``report``'s table and curves, plus each score against the first axis (for SPEC 002,
+report is ``report``'s table and curves, plus each score against the first axis (for Hemmingsson and Olsson 2026,
 balanced accuracy and macro-F1 against the label fraction), one line per value of the others.
 """
 

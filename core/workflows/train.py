@@ -2,7 +2,7 @@
 
 A training config has the sections ``data`` (a dataset and the data module's settings),
 ``model`` (a backbone spec), ``loss``, ``[[evaluators]]``, ``train`` (engine settings) and, for
-the staged transfer of SPEC 000 §8, ``[[stages]]``: each stage is a partial config merged into
+the staged transfer of Valle Salgado et al. 2023 §8, ``[[stages]]``: each stage is a partial config merged into
 the rest, trained into its own sub-folder, and initialised from the previous stage's backbone.
 Every stage is validated before the first one trains.
 """

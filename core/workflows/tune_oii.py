@@ -1,7 +1,7 @@
-"""OII-guided tuning of a segmentation loss's α by bisection (SPEC 003 App. C): ``defectlab tune-oii``.
+"""OII-guided tuning of a segmentation loss's α by bisection (Yi et al. 2022 App. C): ``defectlab tune-oii``.
 
 α weights defect pixels predicted as background (false negatives), β background predicted as
-defect, in every loss that has them (SPEC 003's reading). Raising α makes missed defects cost
+defect, in every loss that has them (Yi et al. 2022's reading). Raising α makes missed defects cost
 more, so FN falls and the output imbalance index (OII > 0 when FN > FP) goes down. Given a
 target interval [m0, m1] of the OII and a range [a, b] of α, the search trains at the middle
 of [a, b]; an OII above m1 means too many missed defects, so α goes up (a ← α), one below m0

@@ -1,4 +1,4 @@
-"""Input imbalance of a class distribution: the Gini coefficient (SPEC 000 eq. 16-20) and the imbalance ratio."""
+"""Input imbalance of a class distribution: the Gini coefficient (Valle Salgado et al. 2023 eq. 16-20) and the imbalance ratio."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Classification backbones: ResNet-18/34/50 variants (SPEC 001), ViT-Ti/S/B (SPEC 002) and any timm model by name.
+"""Classification backbones: ResNet-18/34/50 variants (the ResNet-18 cable notes), ViT-Ti/S/B (Hemmingsson and Olsson 2026) and any timm model by name.
 
 The backbones are torch modules, so they are imported only when the registry asks for them, and
 timm only when one is built: importing this module (as every ``defectlab`` command does through

@@ -2,7 +2,7 @@
 
 Without a hidden layer the head is timm's ``ClassifierHead`` with no pooling of its own:
 Dropout-Linear. With one it is :class:`HiddenLayerHead`, Linear-BatchNorm-ReLU-Dropout-Linear
-(SPEC 001's redesigned head), which timm has no head for: its ``NormMlpClassifierHead``
+(the ResNet-18 cable notes's redesigned head), which timm has no head for: its ``NormMlpClassifierHead``
 normalises the input (LayerNorm) before a tanh hidden layer, another function. The last linear
 layer is ``fc`` in both, and the hidden head keeps the module names of defectlab 0.1, so
 checkpoints written by 0.1 load unchanged.

@@ -1,4 +1,4 @@
-"""ResNet-18/34/50 with the fine-tuning options of SPEC 001 (seed 001, cable classification).
+"""ResNet-18/34/50 with the fine-tuning options of the ResNet-18 cable notes (seed 001, cable classification).
 
 The four variants of the seed are combinations of one model's options:
 

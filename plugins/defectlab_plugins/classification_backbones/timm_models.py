@@ -1,4 +1,4 @@
-"""timm models as classification backbones: ViT-Ti/S/B (SPEC 002) and any timm model by name.
+"""timm models as classification backbones: ViT-Ti/S/B (Hemmingsson and Olsson 2026) and any timm model by name.
 
 The timm model is held as ``encoder`` with its own classifier removed (``num_classes=0``), so
 ``forward_features`` is timm's pooled pre-logits embedding (the CLS token for the ViTs) and the

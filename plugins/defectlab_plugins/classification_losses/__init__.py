@@ -1,4 +1,4 @@
-"""Entry point of the classification losses: cross-entropy (SPEC 001, 002 §4.2–4.4), softmax focal loss and
+"""Entry point of the classification losses: cross-entropy (the ResNet-18 cable notes, 002 §4.2–4.4), softmax focal loss and
 logit-adjusted cross-entropy (Menon et al. 2021).
 
 The losses need torch, so they are imported only when the registry asks for them: importing

@@ -10,7 +10,7 @@ Shared conventions:
 * Label smoothing ε turns a target row t (the one-hot row of a class index, or the given
   probabilities) into t' = (1 − ε)·t + ε/K, as torch.nn.functional.cross_entropy does.
 * ``class_weights`` is ``"none"``, ``"inverse_frequency"`` (w_c = N / (k·n_c) from the training
-  class counts given to ``setup``, normalised to mean 1; SPEC 002 §4.2–4.4) or one weight per class.
+  class counts given to ``setup``, normalised to mean 1; Hemmingsson and Olsson 2026 §4.2–4.4) or one weight per class.
   With probabilities a sample scores −Σ_c w_c t'_c log p_c (cross-entropy).
 * ``reduction="mean"`` follows PyTorch's weighted mean: the sum of the per-sample losses divided
   by the sum of the weights of the samples' true classes (their number without weights); 0 when
@@ -49,7 +49,7 @@ def checked_counts(counts: Sequence[int]) -> list[int]:
 
 
 def inverse_frequency_weights(counts: Sequence[int]) -> list[float]:
-    """w_c = N / (k·n_c) (SPEC 002 §4.2), normalised to mean 1 over the classes that have samples.
+    """w_c = N / (k·n_c) (Hemmingsson and Olsson 2026 §4.2), normalised to mean 1 over the classes that have samples.
 
     N is the number of samples, k the number of classes and n_c the count of class c; a class
     with no sample gets weight 0. E.g. counts [90, 10] give raw weights [0.556, 5.0] and
@@ -254,11 +254,11 @@ class CrossEntropy(ClassificationLoss):
     convention). Class probabilities t are smoothed the same way, t' = (1 − ε)·t + ε/K.
     ``class_weights="inverse_frequency"`` uses w_c = N / (k·n_c) from the training
     split's class counts (given to ``setup`` by the engine), normalised to mean 1 over the classes
-    with samples; a class without training samples weighs 0 (SPEC 002 §4.2–4.4).
+    with samples; a class without training samples weighs 0 (Hemmingsson and Olsson 2026 §4.2–4.4).
 
     Args:
         label_smoothing: ε in [0, 1): the share of the target spread evenly over all classes
-            (0.11 in SPEC 001's best cable classifier).
+            (0.11 in the ResNet-18 cable notes's best cable classifier).
         class_weights: 'none' (every class weighs 1), 'inverse_frequency' (w_c = N / (k·n_c)
             from the training class counts, mean 1), or a list of one weight ≥ 0 per class.
         ignore_index: target value whose samples count nowhere.

@@ -1,4 +1,4 @@
-"""Entry point of the classification evaluators: ``classification`` (SPEC 002 §5.1, SPEC 000 §3.2) and ``embeddings``.
+"""Entry point of the classification evaluators: ``classification`` (Hemmingsson and Olsson 2026 §5.1, Valle Salgado et al. 2023 §3.2) and ``embeddings``.
 
 The evaluators need torch (and, when they score, torchmetrics and scikit-learn), so they are
 imported only when the registry asks for them: importing this module (as every ``defectlab``

@@ -1,7 +1,7 @@
 """The ``classification`` evaluator: accuracy, balanced accuracy, macro and per-class P/R/F1, AP, F1@best confidence.
 
-SPEC 002 §5.1 (balanced accuracy = mean recall, macro-F1, per-class scores, confusion matrix,
-misclassified samples as CSV) and SPEC 000 §3.2 (F1 at its best confidence, reported like
+Hemmingsson and Olsson 2026 §5.1 (balanced accuracy = mean recall, macro-F1, per-class scores, confusion matrix,
+misclassified samples as CSV) and Valle Salgado et al. 2023 §3.2 (F1 at its best confidence, reported like
 YOLO as ``0.67@0.256``; PR curves; mAP). The scores come from torchmetrics on every sample
 seen since the last ``reset()``, whose probabilities, targets and keys are kept for the curves
 and the CSV files. torchmetrics is imported when the scores are computed, not with this module.

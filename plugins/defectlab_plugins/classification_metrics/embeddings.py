@@ -1,6 +1,6 @@
-"""The ``embeddings`` evaluator: penultimate-layer embeddings, their k-NN accuracy and a t-SNE map (SPEC 002 §5.1).
+"""The ``embeddings`` evaluator: penultimate-layer embeddings, their k-NN accuracy and a t-SNE map (Hemmingsson and Olsson 2026 §5.1).
 
-SPEC 002 projects the CLS embeddings of the validation set with PCA to 50 dimensions and then
+Hemmingsson and Olsson 2026 projects the CLS embeddings of the validation set with PCA to 50 dimensions and then
 t-SNE to two, coloured by class, to see how class separation evolves during training. The
 leave-one-out k-NN accuracy puts a number on the same separation. scikit-learn is imported
 when the embeddings are projected or scored, not with this module.

@@ -1,6 +1,6 @@
 """The ``detection`` evaluator: COCO mAP, AP per class and per box size, and P/R/F1 at the best confidence.
 
-Issue 12 part 3, SPEC 000 §3.2 (F1 at its best confidence, reported like YOLO as ``0.67@0.256``;
+Issue 12 part 3, Valle Salgado et al. 2023 §3.2 (F1 at its best confidence, reported like YOLO as ``0.67@0.256``;
 PR curves; mAP@0.5). AP is COCO's, from pycocotools through torchmetrics (``coco.py``); the
 precision/recall/F1-against-confidence curves and the confusion matrix come from one greedy
 matching per image (``matching.py``). Predictions and targets follow torchvision's detection
@@ -284,7 +284,7 @@ class DetectionEvaluator:
     ``ap_50/<class>``, each averaged over the classes that have ground truth. A score with
     nothing to score (a class, or a size, without ground-truth boxes) is left out rather than
     reported as 0 or COCO's -1; ``details()["missing"]`` says which. ``precision``, ``recall``
-    and ``f1`` are taken at the confidence that maximises F1 (``f1_confidence``, SPEC 000 §3.2,
+    and ``f1`` are taken at the confidence that maximises F1 (``f1_confidence``, Valle Salgado et al. 2023 §3.2,
     printed as ``0.67@0.256``): predictions in descending score order each match the unmatched
     box of their class they overlap most, if by IoU ≥ ``iou_threshold``; at each confidence t in
     0, 0.001, ..., 1 the predictions scoring ≥ t give per class P = TP/(TP+FP) (0 with nothing

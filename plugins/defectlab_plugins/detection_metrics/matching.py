@@ -2,7 +2,7 @@
 
 COCO's AP comes from pycocotools (through torchmetrics, see ``coco.py``); what COCO does not
 give is precision, recall and F1 at one confidence threshold, the way YOLO reports F1 as
-``0.67@0.256`` (SPEC 000 §3.2), and the confusion matrix with a background class. Both rest on
+``0.67@0.256`` (Valle Salgado et al. 2023 §3.2), and the confusion matrix with a background class. Both rest on
 one greedy matching per image: predictions in descending score order each take the unmatched
 ground-truth box they overlap most, if that IoU is at least the threshold.
 

@@ -1,4 +1,4 @@
-"""DINO, self-distillation with no labels (seed 002 §2.5, SPEC 002): the objective and its loss.
+"""DINO, self-distillation with no labels (seed 002 §2.5, Hemmingsson and Olsson 2026): the objective and its loss.
 
 Formulas (K = ``out_dim``, p = training progress in [0, 1]):
 

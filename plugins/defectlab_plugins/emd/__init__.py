@@ -1,4 +1,4 @@
-"""Dataset distances on colour signatures: the Earth Mover's Distance (SPEC 000) and Sinkhorn.
+"""Dataset distances on colour signatures: the Earth Mover's Distance (Valle Salgado et al. 2023) and Sinkhorn.
 
 The implementation (``distances``, ``signatures``) needs numpy, and SciPy and POT when it
 measures, so it is imported only when the components are collected: loading the plugin costs

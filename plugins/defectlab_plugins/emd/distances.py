@@ -1,4 +1,4 @@
-"""Distances between colour signatures: the exact Earth Mover's Distance (SPEC 000 eq. 10-15) and Sinkhorn.
+"""Distances between colour signatures: the exact Earth Mover's Distance (Valle Salgado et al. 2023 eq. 10-15) and Sinkhorn.
 
 Both components summarise a dataset with the same colour signature (``signatures``) and differ
 only in how they transport one signature onto the other. The signature's parameters are declared

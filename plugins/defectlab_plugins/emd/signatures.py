@@ -1,4 +1,4 @@
-"""Colour signatures of images and datasets (SPEC 000, Alg. 1), computed many images at a time.
+"""Colour signatures of images and datasets (Valle Salgado et al. 2023, Alg. 1), computed many images at a time.
 
 An image's signature is K centroids in colour space (RGB in [0, 1]; a grey image has one
 channel) with the fraction of its pixels in each cluster. A dataset's signature is a weighted

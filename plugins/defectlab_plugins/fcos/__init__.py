@@ -1,5 +1,5 @@
 """FCOS detectors (torchvision) trained by defectlab's engine, with FCOS's own positive-sample assignment or
-SPEC 004's task-guided feature selection (TGFS).
+Liu et al. 2026's task-guided feature selection (TGFS).
 
 torch and torchvision are imported only when a detector is built, so listing the backbones stays cheap.
 """

@@ -4,7 +4,7 @@ The data module already resizes and normalises, so the detector's own transform 
 batch to a multiple of 32; boxes come back in pixels of the image the model was given.
 ``assigner`` picks how training chooses positive samples: "fcos" is torchvision's
 ``FCOS.compute_loss`` unchanged (centre sampling, a scale range per level), "tgfs" is
-:class:`~defectlab_plugins.fcos.tgfs.TaskGuidedSelection` (SPEC 004). Inference is the same for both.
+:class:`~defectlab_plugins.fcos.tgfs.TaskGuidedSelection` (Liu et al. 2026). Inference is the same for both.
 """
 
 from __future__ import annotations

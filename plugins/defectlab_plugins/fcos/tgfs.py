@@ -1,4 +1,4 @@
-"""Task-guided feature selection (SPEC 004) as FCOS's loss computation.
+"""Task-guided feature selection (Liu et al. 2026) as FCOS's loss computation.
 
 The seed's abstract names the steps but gives no formulas; the choices here follow FSAF (online
 selection of one level per instance by its loss) and ATSS-style centre candidates:

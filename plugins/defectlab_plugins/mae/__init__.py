@@ -1,4 +1,4 @@
-"""Entry point of the masked autoencoder of SPEC 002 (seed §2.6), an ``ssl`` objective for ViT encoders,
+"""Entry point of the masked autoencoder of Hemmingsson and Olsson 2026 (seed §2.6), an ``ssl`` objective for ViT encoders,
 and of ``mae_recon``, the anomaly model that scores images by its reconstruction error (seed 001 §3).
 
 The objective needs torch and timm, so it is imported only when the registry asks for it:

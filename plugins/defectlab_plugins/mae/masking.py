@@ -1,4 +1,4 @@
-"""Which patches MAE hides: random, block-wise and grid-wise masks of an exact size (SPEC 002, seed §2.6).
+"""Which patches MAE hides: random, block-wise and grid-wise masks of an exact size (Hemmingsson and Olsson 2026, seed §2.6).
 
 Every strategy masks exactly ``count`` patches of each image, ``count = round(mask_ratio · N)``
 for N patches, so that strategies differ only in where the masked patches lie, never in how

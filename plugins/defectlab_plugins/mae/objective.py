@@ -1,4 +1,4 @@
-"""The MAE objective (SPEC 002, seed §2.6): hide most patches, encode the rest, reconstruct the hidden ones.
+"""The MAE objective (Hemmingsson and Olsson 2026, seed §2.6): hide most patches, encode the rest, reconstruct the hidden ones.
 
 The encoder is a defectlab ViT backbone (``vit_tiny``, ``vit_small``, ``vit_base``, ``timm:vit_*``)
 whose timm VisionTransformer is ``encoder.encoder``. Only the visible patches go through it: their

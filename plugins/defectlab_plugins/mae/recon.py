@@ -1,4 +1,4 @@
-"""``mae_recon``: anomaly maps from the MAE objective's reconstruction error (seed 001 §3, SPEC 002 §2.6).
+"""``mae_recon``: anomaly maps from the MAE objective's reconstruction error (seed 001 §3, Hemmingsson and Olsson 2026 §2.6).
 
 A masked autoencoder pretrained on good images reconstructs good texture well and a defect badly.
 Each image is masked ``samples`` times (the pretraining's masking and ratio; the same seeded masks for

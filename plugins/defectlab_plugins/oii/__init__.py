@@ -1,4 +1,4 @@
-"""Output imbalance index (OII) of a binary segmentation or detection (SPEC 003 eq. 15-17)."""
+"""Output imbalance index (OII) of a binary segmentation or detection (Yi et al. 2022 eq. 15-17)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Segmentation backbones of SPEC 003: U-Net, U-Net++, FPN, PSPNet, DeepLabv3(+) and SegNet.
+"""Segmentation backbones of Yi et al. 2022: U-Net, U-Net++, FPN, PSPNet, DeepLabv3(+) and SegNet.
 
 The networks need torch, so they are imported only when the registry asks for backbones, and
 segmentation-models-pytorch only when one is built: importing this module (as every

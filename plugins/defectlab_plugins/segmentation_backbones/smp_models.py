@@ -1,4 +1,4 @@
-"""Segmentation networks of SPEC 003 from segmentation-models-pytorch: U-Net, U-Net++, FPN, PSPNet, DeepLabv3(+).
+"""Segmentation networks of Yi et al. 2022 from segmentation-models-pytorch: U-Net, U-Net++, FPN, PSPNet, DeepLabv3(+).
 
 Every factory takes ``num_classes`` (1 = one logit per pixel for binary segmentation),
 ``in_chans`` and ``weights``: None (random initialisation), a local state-dict file (loaded

@@ -1,4 +1,4 @@
-"""Entry point of the segmentation losses of SPEC 003 (BCE ... DIBE).
+"""Entry point of the segmentation losses of Yi et al. 2022 (BCE ... DIBE).
 
 The losses need torch, so they are imported only when the registry asks for them: importing
 this module (as every ``defectlab`` command does through the entry point) stays cheap.

@@ -1,6 +1,6 @@
 """Segmentation losses of seed 003 on logits: the baselines (eq. 1-12) and DIBE (eq. 18, 20, 21).
 
-Shared conventions (SPEC 003):
+Shared conventions (Yi et al. 2022):
 
 * ``pred`` holds logits of shape (N, C, *spatial); C = 1 for a binary defect mask. With C > 1
   every class is scored one-vs-rest (a sigmoid per class) and the losses are averaged over
@@ -209,7 +209,7 @@ def soft_counts(b: OneVsRest) -> SoftCounts:
 
 
 def tversky_errors(c: SoftCounts, alpha: float, beta: float) -> Tensor:
-    """α·FN + β·FP: α on missed defects, β on false alarms (SPEC 003 reading of eq. 7)."""
+    """α·FN + β·FP: α on missed defects, β on false alarms (Yi et al. 2022 reading of eq. 7)."""
     return alpha * c.fn + beta * c.fp
 
 
@@ -414,7 +414,7 @@ class Dice(RegionLoss):
 class Tversky(RegionLoss):
     """Tversky loss (eq. 6-7): 1 − Tv, Tv = (TP + ε)/(TP + α·FN + β·FP + ε), over the batch.
 
-    α weighs missed defects and β false alarms (SPEC 003's reading; the paper's eq. 7 names
+    α weighs missed defects and β false alarms (Yi et al. 2022's reading; the paper's eq. 7 names
     them the other way round). α = β = 0.5 is Dice with smoothing 2ε.
 
     Args:

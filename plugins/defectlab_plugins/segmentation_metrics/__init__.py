@@ -1,4 +1,4 @@
-"""Segmentation evaluator of SPEC 003: pixel IoU, precision (PA), recall, Dice and OII of binary defect masks."""
+"""Segmentation evaluator of Yi et al. 2022: pixel IoU, precision (PA), recall, Dice and OII of binary defect masks."""
 
 from __future__ import annotations
 

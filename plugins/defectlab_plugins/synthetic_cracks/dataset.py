@@ -1,6 +1,6 @@
 """Synthetic electroluminescence images of PV cells with thin, faint cracks and their masks.
 
-A stand-in for the tiny hidden cracks of SPEC 003 (defect:background pixels down to 1:2228)
+A stand-in for the tiny hidden cracks of Yi et al. 2022 (defect:background pixels down to 1:2228)
 that needs no download: images are drawn on the fly, each from (seed, index) alone, so a data
 set of any size costs nothing until it is read and is the same on every machine.
 """

@@ -1,6 +1,6 @@
 """Synthetic steel surfaces with the six NEU-DET defect kinds and their boxes, drawn on the fly by seed.
 
-A stand-in for NEU-DET (1,800 grey 200x200 images of hot-rolled steel, six classes; SPEC 004)
+A stand-in for NEU-DET (1,800 grey 200x200 images of hot-rolled steel, six classes; Liu et al. 2026)
 that needs no download: tests, examples, benchmarks and the demo get a detection data set of
 any size that is the same on every machine. Boxes are known without drawing any background,
 and each image is drawn only when it is read.
