@@ -62,11 +62,12 @@ def coco_dataset(tmp_path: Path) -> Path:
     return root
 
 
-def test_coco_boxes_classes_splits_crowds(coco_dataset, caplog):
+def test_coco_boxes_classes_splits_crowds(coco_dataset):
     data = open_dataset(str(coco_dataset))
     assert isinstance(data, Coco) and data.task == "detect"
     assert data.classes == ["dent", "scratch"]  # categories in order of id: 1, 3
-    assert "skipped 1 iscrowd annotation" in caplog.text
+    # the iscrowd annotation, the whole 100x200 image, is a crowd region of a.png, not one of its boxes
+    assert [s.crowd for s in data.samples] == [(dl.Box(0, 0.5, 0.5, 1.0, 1.0),), (), ()]
     assert [(Path(s.key).name, s.split) for s in data.samples] == [("a.png", "train"), ("b.png", "train"),
                                                                   ("c.jpg", "val")]
     found = boxes_of(data)
@@ -221,11 +222,15 @@ def test_voc_boxes_classes_and_splits(voc_dataset):
     assert isinstance(data, Voc) and data.task == "detect" and data.classes == ["dent", "scratch"]
     assert [(Path(s.key).name, s.split) for s in data.samples] == [("a.jpg", "train"), ("b.jpg", "train"),
                                                                   ("c.jpg", "val")]
-    found = boxes_of(data)
+    # every dent is <difficult>: a region that evaluation ignores (the sample's crowd), not a box, unless kept
+    assert boxes_of(data) == {"a.jpg": [("scratch", (0.25, 0.2, 0.3, 0.2))], "b.jpg": [], "c.jpg": []}
+    assert [s.crowd for s in data.samples] == [(dl.Box(0, 0.5, 0.5, 1.0, 1.0),), (), (dl.Box(0, 0.625, 0.5, 0.25, 0.5),)]
+    assert data.class_counts() == [0, 1]
+    found = boxes_of(Voc(str(voc_dataset), difficult="object"))
     # pixels 11..40 and 21..60 (1-based, inclusive) span x 10..40, y 20..60: centre (25, 40), size 30 x 40
     assert found["a.jpg"] == [("scratch", (0.25, 0.2, 0.3, 0.2)), ("dent", (0.5, 0.5, 1.0, 1.0))]
     assert found["b.jpg"] == [] and found["c.jpg"] == [("dent", (0.625, 0.5, 0.25, 0.5))]
-    ordered = Voc(str(voc_dataset), classes=["scratch", "dent", "hole"])
+    ordered = Voc(str(voc_dataset), classes=["scratch", "dent", "hole"], difficult="object")
     assert ordered.classes == ["scratch", "dent", "hole"] and ordered.class_counts() == [1, 2, 0]
     (voc_dataset / "ImageSets" / "Main" / "val.txt").unlink()
     assert [s.split for s in Voc(str(voc_dataset)).samples] == ["train", "train", None]
