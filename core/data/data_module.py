@@ -219,7 +219,8 @@ class DataModule:
         val: A separate validation dataset (same classes), instead of a share of ``dataset``.
         test: A separate test dataset (same classes), instead of a share of ``dataset``.
         task: 'classify' (a label per image), 'segment' (a mask per image), 'detect' (boxes per image;
-            a batch's target is a list of {"boxes": (N, 4) x1 y1 x2 y2 pixels, "labels": (N,)}) or
+            a batch's target is a list of {"boxes": (N, 4) x1 y1 x2 y2 pixels, "labels": (N,)}, in val
+            and test with the crowd regions after the boxes and "iscrowd": (N,) bool) or
             'pretrain' (images only, labels ignored: self-supervised pretraining) or 'anomaly' (a
             model fitted on good images: the training split keeps the good images, the defective
             ones that the split put there join test; a batch's target is {"labels": 1 = defect,
