@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import defectlab as dl
@@ -11,6 +12,7 @@ import numpy as np
 import pytest
 import yaml
 from defectlab import DataError, open_dataset
+from defectlab_plugins.datasets.checks import shown
 from defectlab_plugins.datasets.coco import Coco
 from defectlab_plugins.datasets.csv_index import CsvIndex
 from defectlab_plugins.datasets.voc import Voc
@@ -62,11 +64,12 @@ def coco_dataset(tmp_path: Path) -> Path:
     return root
 
 
-def test_coco_boxes_classes_splits_crowds(coco_dataset, caplog):
+def test_coco_boxes_classes_splits_crowds(coco_dataset):
     data = open_dataset(str(coco_dataset))
     assert isinstance(data, Coco) and data.task == "detect"
     assert data.classes == ["dent", "scratch"]  # categories in order of id: 1, 3
-    assert "skipped 1 iscrowd annotation" in caplog.text
+    # the iscrowd annotation, the whole 100x200 image, is a crowd region of a.png, not one of its boxes
+    assert [s.crowd for s in data.samples] == [(dl.Box(0, 0.5, 0.5, 1.0, 1.0),), (), ()]
     assert [(Path(s.key).name, s.split) for s in data.samples] == [("a.png", "train"), ("b.png", "train"),
                                                                   ("c.jpg", "val")]
     found = boxes_of(data)
@@ -221,11 +224,15 @@ def test_voc_boxes_classes_and_splits(voc_dataset):
     assert isinstance(data, Voc) and data.task == "detect" and data.classes == ["dent", "scratch"]
     assert [(Path(s.key).name, s.split) for s in data.samples] == [("a.jpg", "train"), ("b.jpg", "train"),
                                                                   ("c.jpg", "val")]
-    found = boxes_of(data)
+    # every dent is <difficult>: a region that evaluation ignores (the sample's crowd), not a box, unless kept
+    assert boxes_of(data) == {"a.jpg": [("scratch", (0.25, 0.2, 0.3, 0.2))], "b.jpg": [], "c.jpg": []}
+    assert [s.crowd for s in data.samples] == [(dl.Box(0, 0.5, 0.5, 1.0, 1.0),), (), (dl.Box(0, 0.625, 0.5, 0.25, 0.5),)]
+    assert data.class_counts() == [0, 1]
+    found = boxes_of(Voc(str(voc_dataset), difficult="object"))
     # pixels 11..40 and 21..60 (1-based, inclusive) span x 10..40, y 20..60: centre (25, 40), size 30 x 40
     assert found["a.jpg"] == [("scratch", (0.25, 0.2, 0.3, 0.2)), ("dent", (0.5, 0.5, 1.0, 1.0))]
     assert found["b.jpg"] == [] and found["c.jpg"] == [("dent", (0.625, 0.5, 0.25, 0.5))]
-    ordered = Voc(str(voc_dataset), classes=["scratch", "dent", "hole"])
+    ordered = Voc(str(voc_dataset), classes=["scratch", "dent", "hole"], difficult="object")
     assert ordered.classes == ["scratch", "dent", "hole"] and ordered.class_counts() == [1, 2, 0]
     (voc_dataset / "ImageSets" / "Main" / "val.txt").unlink()
     assert [s.split for s in Voc(str(voc_dataset)).samples] == ["train", "train", None]
@@ -304,6 +311,72 @@ def test_voc_unreadable_files(voc_dataset):
     (voc_dataset / "Annotations" / "b.xml").unlink()
     with pytest.raises(DataError, match=r"train.txt, line 2: 'b' has no annotation .*Annotations.b.xml"):
         Voc(str(voc_dataset))
+
+
+def test_voc_difficult_must_be_0_or_1(voc_dataset):
+    path = voc_dataset / "Annotations" / "a.xml"
+    path.write_text(path.read_text().replace("<difficult>1</difficult>", "<difficult>yes</difficult>"))
+    with pytest.raises(DataError, match=r"a.xml, line 13: <difficult> must be 0 or 1, got 'yes'"):
+        Voc(str(voc_dataset))
+
+
+# --- image names that leave the dataset ----------------------------------------------------------------
+
+@pytest.mark.parametrize("name, problem", [
+    ("../outside.png", "leads out of the image folder with '..'"),
+    ("train/../../../outside.png", "leads out of the image folder with '..'"),
+    ("..\\outside.png", "leads out of the image folder with '..'"),
+    ("{outside}", "is an absolute path"),
+    ("C:\\data\\outside.png", "is an absolute path"),
+])
+def test_coco_and_voc_refuse_image_names_that_leave_the_image_folder(coco_dataset, voc_dataset, tmp_path, name,
+                                                                     problem):
+    outside = write_image(tmp_path / "outside.png", 100, 200)  # exists: it is the name that is refused
+    name = name.format(outside=outside)
+    path = coco_dataset / "annotations" / "instances_train.json"
+    data = json.loads(path.read_text())
+    data["images"][1]["file_name"] = name
+    write_json(path, data)
+    with pytest.raises(DataError, match=rf"instances_train.json, image 2: file_name {re.escape(shown(name))} "
+                                        rf"{problem}; images must lie in the image folder: make the name relative"):
+        Coco(str(coco_dataset))
+    voc_annotation(voc_dataset, "b", (64, 64), [], name=name)
+    with pytest.raises(DataError, match=rf"b.xml, line 2: <filename> {re.escape(shown(name))} {problem}; images "
+                                        rf"must lie in '.*JPEGImages': make the name relative to it"):
+        Voc(str(voc_dataset))
+
+
+def test_coco_and_voc_image_names_may_name_subfolders(coco_dataset, voc_dataset):
+    write_image(coco_dataset / "images" / "train" / "more" / "d.png", 10, 10)
+    path = coco_dataset / "annotations" / "instances_train.json"
+    data = json.loads(path.read_text())
+    data["images"][1]["file_name"] = "more/./d.png"
+    write_json(path, data)
+    assert Path(Coco(str(coco_dataset)).samples[1].path) == coco_dataset / "images" / "train" / "more" / "d.png"
+    write_image(voc_dataset / "JPEGImages" / "more" / "b.jpg", 64, 64)
+    voc_annotation(voc_dataset, "b", (64, 64), [], name="more/../more/b.jpg")  # '..' that stays inside is fine
+    assert Path(Voc(str(voc_dataset)).samples[1].path).resolve() == voc_dataset / "JPEGImages" / "more" / "b.jpg"
+
+
+def test_yolo_data_yaml_and_csv_index_may_name_images_anywhere(tmp_path):
+    """Unlike an annotation file, data.yaml and a CSV index are written by the user, like a config: Roboflow's
+    data.yaml says train: ../train/images, ultralytics' an absolute path, and screen's subset.csv names
+    images of other datasets."""
+    elsewhere = tmp_path / "elsewhere"
+    write_image(elsewhere / "train" / "images" / "a.png", 10, 10)
+    write_image(elsewhere / "valid" / "images" / "b.png", 10, 10)
+    (elsewhere / "train" / "labels").mkdir()
+    (elsewhere / "train" / "labels" / "a.txt").write_text("0 0.5 0.5 0.2 0.2\n")
+    config = tmp_path / "project" / "data.yaml"
+    config.parent.mkdir()
+    config.write_text(f"train: ../elsewhere/train/images\nval: {elsewhere / 'valid' / 'images'}\nnames: [dent]\n")
+    data = Yolo(str(config))
+    assert [(Path(s.path).name, s.split, len(s.boxes)) for s in data.samples] == [("a.png", "train", 1),
+                                                                                 ("b.png", "val", 0)]
+    index = tmp_path / "project" / "index.csv"
+    index.write_text(f"path,label\n../elsewhere/train/images/a.png,dent\n{elsewhere}/valid/images/b.png,ok\n")
+    data = CsvIndex(str(index))
+    assert [data.load_image(i).shape for i in range(2)] == [(10, 10, 3), (10, 10, 3)]
 
 
 # --- yolo and csv boxes reaching outside the image -------------------------------------------------

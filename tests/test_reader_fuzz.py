@@ -118,10 +118,21 @@ def write(path: Path, content: bytes) -> Path:
     return path
 
 
+# image names that lead to tmp/a.png, outside the dataset (OUTSIDE: its absolute path), to be refused
+OUTSIDE = "@outside@"
+LEAVING = st.sampled_from(["../a.png", "../../a.png", "x/../../../a.png", "..\\..\\a.png", OUTSIDE])
+
+
+def stays_in(dataset: Any, folder: Path) -> None:
+    """Every image the reader accepted lies in ``folder``: none was taken from outside the dataset."""
+    for sample in getattr(dataset, "samples", ()):
+        assert Path(sample.path).resolve().is_relative_to(folder.resolve()), sample.path
+
+
 # --- COCO --------------------------------------------------------------------------------------------
 
 coco_image = st.fixed_dictionaries(
-    {"id": either(st.integers(0, 1)), "file_name": either(st.just("a.png"))},
+    {"id": either(st.integers(0, 1)), "file_name": either(st.just("a.png"), LEAVING | json_values)},
     optional={"width": either(st.just(8)), "height": either(st.just(6))})
 coco_annotation = st.fixed_dictionaries(
     {"image_id": either(st.integers(0, 1)), "category_id": either(st.integers(1, 2)),
@@ -139,8 +150,11 @@ coco_files = st.fixed_dictionaries({
 @given(file_content(coco_files.map(json.dumps)))
 def test_coco_reads_or_refuses_any_json(content):
     with tempfile.TemporaryDirectory() as tmp:
+        inside = Path(tmp) / "data"  # the JSON's folder and its parent, where images are looked for
         write(Path(tmp) / "a.png", PNG)
-        read_or_refuse(lambda: Coco(str(write(Path(tmp) / "instances.json", content))))
+        write(inside / "json" / "a.png", PNG)
+        content = content.replace(OUTSIDE.encode(), str(Path(tmp) / "a.png").encode())
+        stays_in(read_or_refuse(lambda: Coco(str(write(inside / "json" / "instances.json", content)))), inside)
 
 
 # --- VOC ---------------------------------------------------------------------------------------------
@@ -150,24 +164,27 @@ voc_object = st.tuples(either(st.sampled_from(["dent", "scratch"]), st.text(max_
                        st.tuples(*(either(st.just(str(v)), numbers_as_text) for v in (1, 2, 5, 4))))
 
 
-def voc_xml(size: tuple[str, str], objects: list[tuple[str, list[str]]]) -> str:
+def voc_xml(name: str, size: tuple[str, str], objects: list[tuple[str, list[str]]]) -> str:
     boxes = "".join(f"<object><name>{name}</name><bndbox><xmin>{b[0]}</xmin><ymin>{b[1]}</ymin><xmax>{b[2]}</xmax>"
                     f"<ymax>{b[3]}</ymax></bndbox></object>\n" for name, b in objects)
-    return (f"<annotation>\n<filename>a.png</filename>\n<size><width>{size[0]}</width><height>{size[1]}</height>"
+    return (f"<annotation>\n<filename>{name}</filename>\n<size><width>{size[0]}</width><height>{size[1]}</height>"
             f"</size>\n{boxes}</annotation>\n")
 
 
-voc_files = st.builds(voc_xml, st.tuples(either(st.just("8"), numbers_as_text),
-                                         either(st.just("6"), numbers_as_text)), st.lists(voc_object, max_size=3))
+voc_files = st.builds(voc_xml, either(st.just("a.png"), LEAVING), st.tuples(either(st.just("8"), numbers_as_text),
+                                                                           either(st.just("6"), numbers_as_text)),
+                      st.lists(voc_object, max_size=3))
 
 
 @FUZZ
 @given(file_content(voc_files))
 def test_voc_reads_or_refuses_any_xml(content):
     with tempfile.TemporaryDirectory() as tmp:
-        write(Path(tmp) / "JPEGImages" / "a.png", PNG)
-        write(Path(tmp) / "Annotations" / "a.xml", content)
-        read_or_refuse(lambda: Voc(tmp))
+        inside = Path(tmp) / "voc"
+        write(Path(tmp) / "a.png", PNG)
+        write(inside / "JPEGImages" / "a.png", PNG)
+        write(inside / "Annotations" / "a.xml", content.replace(OUTSIDE.encode(), str(Path(tmp) / "a.png").encode()))
+        stays_in(read_or_refuse(lambda: Voc(str(inside))), inside / "JPEGImages")
 
 
 # --- YOLO --------------------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ from typing import Annotated, Any, Literal
 
 import numpy as np
 import torch
-from defectlab.data.datasets import DefectDataset, UnreadableImageError, open_dataset
+from defectlab.data.datasets import Box, DefectDataset, UnreadableImageError, open_dataset
 from defectlab.data.splits import (
     SPLIT_NAMES,
     SplitFractions,
@@ -122,9 +122,7 @@ class SplitImages(Dataset):
         if mask is not None:
             return self.transform(image, mask, train=self.train)
         if self.task == "detect":
-            labels = torch.tensor([box.label for box in self.dataset.samples[index].boxes or ()], dtype=torch.long)
-            image, boxes, labels = self.transform(image, train=self.train, boxes=self.pixel_boxes(index), labels=labels)
-            return image, {"boxes": boxes, "labels": labels}
+            return self.detection_item(index, image)
         label = self.dataset.samples[index].label if self.task == "classify" else 0  # pretraining ignores labels
         return self.transform(image, train=self.train), torch.tensor(label)
 
@@ -141,10 +139,22 @@ class SplitImages(Dataset):
             self.cache[index] = (image, mask)
         return image, mask
 
-    def pixel_boxes(self, index: int) -> torch.Tensor:
-        """The sample's boxes as (N, 4) x1, y1, x2, y2 in pixels of the resized image."""
+    def detection_item(self, index: int, image: np.ndarray) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Image tensor and target of a detection sample. Training targets hold the objects alone (crowd
+        regions are no objects to learn); evaluation targets add the crowd regions after them, marked in
+        ``iscrowd``, for the evaluator to ignore as COCOeval does."""
+        sample = self.dataset.samples[index]
+        found = (sample.boxes or ()) + (() if self.train else sample.crowd)
+        labels = torch.tensor([box.label for box in found], dtype=torch.long)
+        image, boxes, labels = self.transform(image, train=self.train, boxes=self.pixel_boxes(found), labels=labels)
+        target = {"boxes": boxes, "labels": labels}
+        if not self.train:
+            target["iscrowd"] = torch.arange(len(found)) >= len(found) - len(sample.crowd)
+        return image, target
+
+    def pixel_boxes(self, boxes: tuple[Box, ...]) -> torch.Tensor:
+        """``boxes`` as (N, 4) x1, y1, x2, y2 in pixels of the resized image."""
         height, width = self.transform.size
-        boxes = self.dataset.samples[index].boxes or ()
         centres = torch.tensor([[b.x_center, b.y_center, b.width, b.height] for b in boxes],
                                dtype=torch.float32).reshape(-1, 4)
         scale = torch.tensor([width, height, width, height], dtype=torch.float32)
@@ -209,7 +219,8 @@ class DataModule:
         val: A separate validation dataset (same classes), instead of a share of ``dataset``.
         test: A separate test dataset (same classes), instead of a share of ``dataset``.
         task: 'classify' (a label per image), 'segment' (a mask per image), 'detect' (boxes per image;
-            a batch's target is a list of {"boxes": (N, 4) x1 y1 x2 y2 pixels, "labels": (N,)}) or
+            a batch's target is a list of {"boxes": (N, 4) x1 y1 x2 y2 pixels, "labels": (N,)}, in val
+            and test with the crowd regions after the boxes and "iscrowd": (N,) bool) or
             'pretrain' (images only, labels ignored: self-supervised pretraining) or 'anomaly' (a
             model fitted on good images: the training split keeps the good images, the defective
             ones that the split put there join test; a batch's target is {"labels": 1 = defect,

@@ -67,9 +67,16 @@ class Sample:
     """One image of a dataset and its annotations; the image itself is loaded on demand.
 
     ``label`` is the class index of a classification sample (None for detection or
-    segmentation), ``boxes`` the detection boxes, ``mask_path`` a segmentation mask,
+    segmentation), ``boxes`` the detection boxes, ``crowd`` the regions that evaluation
+    ignores (COCO's ``iscrowd``, VOC's ``<difficult>``), ``mask_path`` a segmentation mask,
     ``split`` a predefined split ('train', 'val', 'test') if the format has one, and
     ``meta`` anything else a format knows (cell type, defect type, ...).
+
+    ``crowd`` is a field of its own, not a flag on :class:`Box`: a crowd region is not an
+    object, so everything that reads ``boxes`` (class counts, splits, screening, training
+    targets, writers without a crowd flag) stays right without knowing of crowds, and only
+    evaluation, which passes them to the evaluator as ``iscrowd`` targets, and the writers that
+    can store them read ``crowd``.
     """
 
     key: str
@@ -79,6 +86,7 @@ class Sample:
     mask_path: str | None = None
     split: str | None = None
     meta: Mapping[str, Any] = field(default_factory=dict)
+    crowd: tuple[Box, ...] = ()
 
     @property
     def labels(self) -> frozenset[int]:

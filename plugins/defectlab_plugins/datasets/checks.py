@@ -4,9 +4,10 @@ starts with where the value is (file, line or entry), so that a malformed file i
 from __future__ import annotations
 
 import math
+import posixpath
 import reprlib
 import unicodedata
-from pathlib import Path
+from pathlib import Path, PureWindowsPath
 from typing import Any
 
 from defectlab import DataError
@@ -88,3 +89,17 @@ def exists(path: Path) -> bool:
         return path.exists()
     except (OSError, ValueError):
         return False
+
+
+def check_inside(name: str, where: str, what: str, folder: str = "the image folder") -> None:
+    """A DataError unless ``name``, an image that an annotation file names relative to ``folder``, stays in it
+    (subfolders allowed; no absolute path, no way out with '..'): an annotation names images of its dataset,
+    and a downloaded one must not make a reader, or ``convert``, which copies images, take files elsewhere."""
+    if name.startswith(("/", "\\")) or PureWindowsPath(name).drive:  # C:, C:\ and \\server too, on any system
+        problem = "is an absolute path"
+    elif posixpath.normpath(name.replace("\\", "/")).split("/")[0] == "..":
+        problem = "leads out of the image folder with '..'"
+    else:
+        return
+    raise DataError(f"{where}: {what} {shown(name)} {problem}; images must lie in {folder}: make the name "
+                    f"relative to it (subfolders are fine)")

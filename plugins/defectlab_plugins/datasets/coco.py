@@ -8,9 +8,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from defectlab import DataError, DefectDataset, Sample, UnreadableImageError, atomic_write, open_image
+from defectlab import Box, DataError, DefectDataset, Sample, UnreadableImageError, atomic_write, open_image
 from defectlab_plugins.datasets.checks import (
     MAX_SIDE,
+    check_inside,
     class_name,
     identifier,
     is_file,
@@ -45,11 +46,13 @@ class Coco(LayoutDataset):
     (instances_val2017.json: val; instances.json: none) or, for _annotations.coco.json, its
     folder's (valid/: val). Classes are the categories in order of id; every file must have the
     same ones. Boxes are in pixels ([x, y, width, height] from the top-left corner). An image with
-    no annotation has no defect, and ``iscrowd`` annotations (crowd regions, not single objects)
-    are skipped with a note. Each image's ``file_name`` is relative to ``images`` if given, else
+    no annotation has no defect. ``iscrowd`` annotations (crowd regions, not single objects) go
+    to the sample's ``crowd``: never trained on, ignored in evaluation as COCOeval ignores them.
+    Each image's ``file_name`` is relative to ``images`` if given, else
     to the first of these that holds the file's first image: the JSON's folder, its images/, its
     parent, the parent's images/, each also with a subfolder named like the JSON or its split
-    (train2017/, images/train/).
+    (train2017/, images/train/); one that is absolute or leads out of that folder with '..' is an
+    error.
 
     Args:
         root: An annotation JSON, or a folder of them.
@@ -93,7 +96,8 @@ class Coco(LayoutDataset):
     @classmethod
     def write(cls, dataset: DefectDataset, folder: str | Path, indices: Sequence[int] | None = None) -> Path:
         """Write FOLDER/annotations/instances_<split>.json (instances.json for samples without a split)
-        with the images in FOLDER/images/<split>/; category ids are 1, 2, ... in the order of ``classes``."""
+        with the images in FOLDER/images/<split>/; category ids are 1, 2, ... in the order of ``classes``;
+        crowd regions are annotations with iscrowd 1."""
         root = Path(folder)
         placed = place_images(dataset, indices, lambda split: root / "images" / (split or ""))
         categories = [{"id": i + 1, "name": name, "supercategory": "defect"} for i, name in enumerate(dataset.classes)]
@@ -102,11 +106,11 @@ class Coco(LayoutDataset):
             for item in (p for p in placed if p.sample.split == split):
                 image_id = len(images) + 1
                 images.append({"id": image_id, "file_name": item.file.name, "width": item.width, "height": item.height})
-                for box in item.sample.boxes or ():
+                for box, crowd in item.annotations:
                     x1, y1, x2, y2 = box_corners(box, (item.width, item.height))
                     annotations.append({"id": len(annotations) + 1, "image_id": image_id, "category_id": box.label + 1,
                                         "bbox": [round(x1, 2), round(y1, 2), round(x2 - x1, 2), round(y2 - y1, 2)],
-                                        "area": round((x2 - x1) * (y2 - y1), 2), "iscrowd": 0})
+                                        "area": round((x2 - x1) * (y2 - y1), 2), "iscrowd": crowd})
             content = {"info": {"description": f"converted by defectlab from {dataset.root}"},
                        "images": images, "annotations": annotations, "categories": categories}
             with atomic_write(root / "annotations" / (f"instances_{split}.json" if split else "instances.json")) as tmp:
@@ -175,6 +179,7 @@ def _samples(data: dict[str, Any], path: Path, label_of: dict[int, int], split: 
         if not isinstance(image, dict) or "id" not in image or not isinstance(image.get("file_name"), str) \
                 or not image["file_name"]:
             raise DataError(f"{where}: needs an 'id' and a 'file_name', got {shown(image)}")
+        check_inside(image["file_name"], where, "file_name")
         image_id = _image_id(image["id"], where)
         if image_id in entries:
             raise DataError(f"{where}: id {image_id!r} is used twice")
@@ -182,13 +187,13 @@ def _samples(data: dict[str, Any], path: Path, label_of: dict[int, int], split: 
     if not entries:
         return []
     folder = _image_folder(path, next(iter(entries.values()))["file_name"], split, image_root)
-    files, sizes, boxes = {}, {}, {image_id: [] for image_id in entries}
+    files, sizes = {}, {}
+    boxes: dict[int | str, tuple[list[Box], list[Box]]] = {image_id: ([], []) for image_id in entries}  # objects, crowd
     for image_id, image in entries.items():
         files[image_id] = folder / image["file_name"]
         if not is_file(files[image_id]):
             raise DataError(f"{path}, image {image_id!r}: {shown(image['file_name'])} not found in '{folder}'; "
                             f"pass images=FOLDER to say where the images are")
-    crowd = 0
     for number, annotation in enumerate(data["annotations"], start=1):
         if not isinstance(annotation, dict):
             raise DataError(f"{path}, annotation #{number}: expected an object with image_id, category_id and bbox, "
@@ -210,18 +215,13 @@ def _samples(data: dict[str, Any], path: Path, label_of: dict[int, int], split: 
                             f"got {shown(bbox)}")
         if annotation.get("iscrowd", 0) not in (0, 1):
             raise DataError(f"{where}: iscrowd must be 0 or 1, got {shown(annotation['iscrowd'])}")
-        if annotation.get("iscrowd"):
-            crowd += 1
-            continue
         if image_id not in sizes:
             sizes[image_id] = declared[image_id] or _header_size(files[image_id], f"{path}, image {image_id!r}")
         x, y, width, height = (float(v) for v in bbox)
-        boxes[image_id].append(box_from_corners(label_of[category], (x, y, x + width, y + height),
-                                                sizes[image_id], where))
-    if crowd:
-        log.warning("note: %s: skipped %d iscrowd annotation(s) (crowd regions, not single defects)", path, crowd)
-    return [Sample(key=relative(files[i], base), path=str(files[i]), boxes=tuple(boxes[i]), split=split,
-                   meta={"image_id": i}) for i in entries]
+        boxes[image_id][bool(annotation.get("iscrowd"))].append(
+            box_from_corners(label_of[category], (x, y, x + width, y + height), sizes[image_id], where))
+    return [Sample(key=relative(files[i], base), path=str(files[i]), boxes=tuple(boxes[i][0]), split=split,
+                   meta={"image_id": i}, crowd=tuple(boxes[i][1])) for i in entries]
 
 
 def _image_folder(path: Path, first_file: str, split: str | None, image_root: Path | None) -> Path:

@@ -6,9 +6,11 @@ import xml.etree.ElementTree as ET
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from defectlab import (
     IMAGE_SUFFIXES,
+    Box,
     DataError,
     DefectDataset,
     Sample,
@@ -17,7 +19,16 @@ from defectlab import (
     natural_key,
     open_image,
 )
-from defectlab_plugins.datasets.checks import MAX_SIDE, class_name, is_file, read_names, read_text, whole_number
+from defectlab_plugins.datasets.checks import (
+    MAX_SIDE,
+    check_inside,
+    class_name,
+    is_file,
+    read_names,
+    read_text,
+    shown,
+    whole_number,
+)
 from defectlab_plugins.datasets.layouts import LayoutDataset, box_corners, box_from_corners, existing_folder, relative
 from defectlab_plugins.datasets.writing import place_images, write_lines
 
@@ -31,7 +42,9 @@ class Voc(LayoutDataset):
     same id) and its <size>, and holds an <object> per box: its class <name> and a <bndbox> of
     xmin, ymin, xmax, ymax in 1-based pixel coordinates as VOC writes them (pixel xmin to pixel
     xmax inclusive, so the box spans xmin - 1 to xmax). An annotation without objects is an
-    image without defects; <difficult> objects are kept. ImageSets/Main/train.txt, val.txt and
+    image without defects. <difficult> objects (``difficult="ignore"``) go to the sample's
+    ``crowd``, as the VOC protocol leaves them out: never trained on, ignored in evaluation;
+    ``difficult="object"`` keeps them as objects. ImageSets/Main/train.txt, val.txt and
     test.txt (trainval.txt when there is no train.txt) give the split of the ids they list;
     an id in none of them has no split. VOC has no list of classes: they come from ``classes``,
     else from a classes.txt beside Annotations/ (one name a line, as the writer leaves it), else
@@ -40,12 +53,15 @@ class Voc(LayoutDataset):
     Args:
         root: The folder holding Annotations/ and JPEGImages/ (e.g. VOCdevkit/VOC2007).
         classes: Class names in index order; an object of another class is an error.
+        difficult: 'ignore' (regions that evaluation ignores, as COCO's crowd regions) or 'object'
+            (objects like the others) for the objects marked <difficult>1</difficult>.
     """
 
     name = "voc"
     task = "detect"
 
-    def __init__(self, root: str, classes: list[str] | None = None) -> None:
+    def __init__(self, root: str, classes: list[str] | None = None,
+                 difficult: Literal["ignore", "object"] = "ignore") -> None:
         super().__init__()
         folder = existing_folder(root, "VOC dataset")
         annotations, images = folder / "Annotations", folder / "JPEGImages"
@@ -64,21 +80,23 @@ class Voc(LayoutDataset):
         self.classes = list(found if classes is None else classes)
         label_of = {name: i for i, name in enumerate(self.classes)}
         for record in parsed:
-            boxes = []
+            boxes: tuple[list[Box], list[Box]] = ([], [])  # objects, regions to ignore
             for obj in record.objects:
                 if obj.name not in label_of:
                     raise DataError(f"{record.xml}, line {obj.name_line}: class '{obj.name}' is not one of the classes "
                                     f"({', '.join(self.classes)})")
                 xmin, ymin, xmax, ymax = obj.bounds
-                boxes.append(box_from_corners(label_of[obj.name], (xmin - 1, ymin - 1, xmax, ymax), record.size,
-                                              f"{record.xml}, line {obj.box_line}"))
-            self.samples.append(Sample(key=relative(record.image, folder), path=str(record.image), boxes=tuple(boxes),
-                                       split=splits.get(record.xml.stem), meta={"id": record.xml.stem}))
+                boxes[obj.difficult and difficult == "ignore"].append(box_from_corners(
+                    label_of[obj.name], (xmin - 1, ymin - 1, xmax, ymax), record.size,
+                    f"{record.xml}, line {obj.box_line}"))
+            self.samples.append(Sample(key=relative(record.image, folder), path=str(record.image),
+                                       boxes=tuple(boxes[0]), split=splits.get(record.xml.stem),
+                                       meta={"id": record.xml.stem}, crowd=tuple(boxes[1])))
 
     @classmethod
     def write(cls, dataset: DefectDataset, folder: str | Path, indices: Sequence[int] | None = None) -> Path:
         """Write FOLDER/JPEGImages/, an Annotations/<id>.xml per image, ImageSets/Main/<split>.txt and the
-        class order as classes.txt (VOC itself has no list of classes)."""
+        class order as classes.txt (VOC itself has no list of classes); crowd regions are <difficult> objects."""
         root = Path(folder)
         placed = place_images(dataset, indices, lambda split: root / "JPEGImages")
         for item in placed:
@@ -86,11 +104,11 @@ class Voc(LayoutDataset):
             _add(annotation, folder="JPEGImages", filename=item.file.name)
             _add(ET.SubElement(annotation, "size"), width=item.width, height=item.height, depth=item.channels)
             _add(annotation, segmented=0)
-            for box in item.sample.boxes or ():
+            for box, difficult in item.annotations:
                 x1, y1, x2, y2 = box_corners(box, (item.width, item.height))
                 xmin, ymin = min(max(round(x1) + 1, 1), item.width), min(max(round(y1) + 1, 1), item.height)
                 obj = ET.SubElement(annotation, "object")
-                _add(obj, name=dataset.classes[box.label], pose="Unspecified", truncated=0, difficult=0)
+                _add(obj, name=dataset.classes[box.label], pose="Unspecified", truncated=0, difficult=difficult)
                 _add(ET.SubElement(obj, "bndbox"), xmin=xmin, ymin=ymin, xmax=max(min(round(x2), item.width), xmin),
                      ymax=max(min(round(y2), item.height), ymin))
             ET.indent(annotation)
@@ -172,6 +190,7 @@ class VocObject:
     bounds: tuple[float, float, float, float]
     name_line: int
     box_line: int
+    difficult: bool
 
 
 @dataclass
@@ -187,13 +206,14 @@ def _read_annotation(path: Path, images: Path) -> VocRecord:
     root = parse_xml(path)
     if root.tag != "annotation":
         raise DataError(f"{path}, line {root.line}: expected an <annotation> element, got <{root.tag}>")
-    name = root.value("filename")
+    name, line = root.value("filename"), (root.find("filename") or root).line
+    if name:
+        check_inside(name, f"{path}, line {line}", "<filename>", f"'{images}'")
     image = images / name if name else None
     if image is None or not is_file(image):
         image = next((images / f"{path.stem}{s}" for s in IMAGE_SUFFIXES if (images / f"{path.stem}{s}").is_file()),
                      None)
     if image is None:
-        line = (root.find("filename") or root).line
         raise DataError(f"{path}, line {line}: image '{name or path.stem}' not found in '{images}'")
     objects = []
     for node in (c for c in root.children if c.tag == "object"):
@@ -208,7 +228,11 @@ def _read_annotation(path: Path, images: Path) -> VocRecord:
                             f"xmin, ymin, xmax and ymax")
         name_line = node.find("name").line  # type: ignore[union-attr]
         class_name(label, f"{path}, line {name_line}")
-        objects.append(VocObject(label, bounds, name_line, box.line))  # type: ignore[arg-type,union-attr]
+        difficult = node.value("difficult")
+        if difficult not in (None, "", "0", "1"):
+            line = node.find("difficult").line  # type: ignore[union-attr]
+            raise DataError(f"{path}, line {line}: <difficult> must be 0 or 1, got {shown(difficult)}")
+        objects.append(VocObject(label, bounds, name_line, box.line, difficult == "1"))  # type: ignore[arg-type,union-attr]
     return VocRecord(path, image, _size(root, path, image), objects)
 
 

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from defectlab import IMAGE_SUFFIXES, DefectDataset, Sample, UnreadableImageError, atomic_write, open_image
+from defectlab import IMAGE_SUFFIXES, Box, DefectDataset, Sample, UnreadableImageError, atomic_write, open_image
 
 
 @dataclass(frozen=True)
@@ -27,6 +27,11 @@ class Placed:
     width: int
     height: int
     channels: int
+
+    @property
+    def annotations(self) -> list[tuple[Box, int]]:
+        """The sample's boxes with 0, then its crowd regions with 1: COCO's iscrowd, VOC's difficult."""
+        return [*((box, 0) for box in self.sample.boxes or ()), *((box, 1) for box in self.sample.crowd)]
 
 
 def place_images(dataset: DefectDataset, indices: Sequence[int] | None,

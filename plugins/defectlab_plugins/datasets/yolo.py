@@ -91,6 +91,7 @@ class Yolo(LayoutDataset):
 
         data.yaml needs every image in a split; when some have none, they go into images/ itself and
         the classes into classes.txt instead, which this reader reads back with the splits as they were.
+        YOLO labels have no crowd flag: crowd regions are left out, with a note.
         """
         import yaml
 
@@ -100,6 +101,10 @@ class Yolo(LayoutDataset):
             labels = root / "labels" / item.file.parent.relative_to(root / "images") / f"{item.file.stem}.txt"
             write_lines(labels, (f"{b.label} {b.x_center:.6f} {b.y_center:.6f} {b.width:.6f} {b.height:.6f}"
                                  for b in item.sample.boxes or ()))
+        crowd = sum(len(p.sample.crowd) for p in placed)
+        if crowd:
+            log.warning("note: YOLO labels have no crowd flag, so %s leaves out %d crowd region(s) (regions that "
+                        "evaluation ignores, not objects)", root, crowd)
         splits = [s for s in ("train", "val", "test") if any(p.sample.split == s for p in placed)]
         if placed and all(p.sample.split in splits for p in placed):
             content = {"path": str(root), **{s: f"images/{s}" for s in splits}, "nc": len(dataset.classes),
