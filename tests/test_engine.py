@@ -44,9 +44,9 @@ def test_run_directory_holds_everything_designed(tiny, folder, tmp_path):
 
 
 def test_without_a_terminal_progress_is_a_line_every_interval(tiny, folder, tmp_path, monkeypatch, capsys):
-    from defectlab.training import loop
+    from defectlab.plugin_system import progress as progress_module
 
-    monkeypatch.setattr(loop, "PROGRESS_EVERY", 0.0)  # every batch; 30 s by default
+    monkeypatch.setattr(progress_module, "PROGRESS_EVERY", 0.0)  # every batch; 30 s by default
     dl.train(config(folder, epochs=2, progress=True), out=tmp_path / "run")
     lines = capsys.readouterr().err.splitlines()
     progress = [line for line in lines if " batch " in line]
@@ -54,7 +54,7 @@ def test_without_a_terminal_progress_is_a_line_every_interval(tiny, folder, tmp_
     assert progress[0].startswith("epoch 1/2 batch 1/4, ") and progress[-1].startswith("epoch 2/2 batch 4/4, ")
     assert re.fullmatch(r"epoch 1/2 batch 1/4, \d+ img/s, loss \d\.\d{4}, eta 0:\d\d", progress[0])
     assert progress[-1].endswith(", eta 0:00")
-    monkeypatch.setattr(loop, "PROGRESS_EVERY", 3600.0)
+    monkeypatch.setattr(progress_module, "PROGRESS_EVERY", 3600.0)
     dl.train(config(folder, epochs=2, progress=True), out=tmp_path / "quiet")
     assert not [line for line in capsys.readouterr().err.splitlines() if " batch " in line]
 

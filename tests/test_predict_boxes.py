@@ -10,8 +10,8 @@ import pytest
 import torch
 from PIL import Image
 
-from defectlab.runtime.predicting import detect_files, tiles_of
-from defectlab.runtime.writing import write_detections
+from defectlab.data.datasets import read_image
+from defectlab.runtime.predicting import detect_images, predict_files, tiles_of
 from defectlab.workflows.predict import TorchPredictor, TrainedModel
 
 
@@ -43,8 +43,7 @@ def _image(tmp_path, name="big.png"):
 
 
 def test_whole_images_are_scaled_back_to_their_own_pixels(tmp_path):
-    results, _ = detect_files(_trained(100), [(_image(tmp_path), "big.png")], 4, 0.5, None, 0.2)
-    (name, score, *box), = results[0]["boxes"]
+    (name, score, *box), = detect_images(_trained(100), [read_image(_image(tmp_path))], 4, 0.5)[0]
     assert name == "pit" and score == pytest.approx(0.9)
     assert box == pytest.approx([140, 20, 180, 40], abs=3)  # 300x200 seen at 100x100: 3 px x, 2 px y per pixel
 
@@ -54,8 +53,8 @@ def test_slices_cover_the_image_and_their_boxes_merge_into_one(tmp_path):
     pieces, tiles = tiles_of(image, 0, 100, 0.2, (50, 50))
     assert len(pieces) == 3 * 4 and {t.scale_x for t in tiles} == {2.0}
     assert sorted({t.x for t in tiles}) == [0, 80, 160, 200] and sorted({t.y for t in tiles}) == [0, 80, 100]
-    results, _ = detect_files(_trained(50), [(_image(tmp_path), "big.png")], 5, 0.5, 100, 0.2)
-    boxes = [box for _, _, *box in results[0]["boxes"]]
+    found = detect_images(_trained(50), [read_image(_image(tmp_path))], 5, 0.5, 100, 0.2)[0]
+    boxes = [box for _, _, *box in found]
     # the slices starting at x = 80 and x = 160 both hold part of the rectangle; x = 80's holds it whole
     assert [140, 20, 180, 40] in [[round(v) for v in b] for b in boxes]
     assert len(boxes) <= 2
@@ -65,10 +64,8 @@ def test_low_scores_are_left_out_and_files_are_written(tmp_path):
     path = _image(tmp_path)
     broken = tmp_path / "broken.png"
     broken.write_bytes(b"not a png")
-    results, images = detect_files(_trained(100), [(path, "big.png"), (broken, "broken.png")], 4, 0.95, None, 0.2)
-    assert results[0]["boxes"] == [] and results[1]["error"]
-    results, images = detect_files(_trained(100), [(path, "big.png"), (broken, "broken.png")], 4, 0.5, None, 0.2)
-    write_detections(results, images, tmp_path / "out" / "p.csv", tmp_path / "out" / "p_boxes")
+    assert detect_images(_trained(100), [read_image(path), None], 4, 0.95) == [[], []]
+    predict_files(_trained(100), [path, broken], tmp_path / "out" / "p.csv", 0.5, batch_size=4)
     rows = list(csv.DictReader((tmp_path / "out" / "p.csv").open()))
     assert [r["class"] for r in rows] == ["pit", ""] and rows[0]["boxes"] == "1" and rows[1]["error"]
     saved = json.loads((tmp_path / "out" / "p.json").read_text())

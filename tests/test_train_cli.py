@@ -80,6 +80,24 @@ def test_predict_writes_probabilities_and_reports_unreadable_files(trained, run_
     assert [r["path"] for r in rows if r["error"]] == [str(broken)]
 
 
+def test_predict_resume_continues_a_killed_prediction_of_the_run(trained, run_cli, tmp_path):
+    run, data, _ = trained
+    out = tmp_path / "pred.csv"
+    assert run_cli("predict", str(run), str(data), "--out", str(out), "--batch-size", "8").exit_code == 0
+    whole = out.read_bytes()
+    cut = whole.index(b"\r\n", len(whole) // 2) + 9
+    out.write_bytes(whole[:cut])  # killed while writing a row
+    result = run_cli("predict", str(run), str(data), "--out", str(out), "--resume")
+    assert result.exit_code == 0, result.output
+    kept = whole[:cut].count(b"\r\n") - 1  # the whole rows before the cut, the header aside
+    assert f"40 predicted, 0 failed ({kept} of the images by the earlier prediction)" in result.output
+    assert out.read_bytes() == whole
+    refused = run_cli("predict", str(run), str(data), "--out", str(out), "--resume", "--overwrite")
+    assert refused.exit_code == 1 and "pass one of them" in refused.output
+    other = run_cli("predict", str(run), str(data), "--out", str(out), "--resume", "--checkpoint", "last")
+    assert other.exit_code == 1 and "last.pt" in other.output and "best.pt" in other.output
+
+
 def test_resume_cli_and_finished_run(trained, run_cli):
     run, _, _ = trained
     again = run_cli("train", "--resume", str(run))

@@ -105,22 +105,26 @@ def evaluate_command(run: str, dataset: str | None, split: str, which: str, out:
 @click.option("--tta", type=click.Choice(MODES), help="Test-time augmentation (default: the run's train.tta; an "
               "exported file's own).")
 @click.option("--overwrite", is_flag=True, help="Replace the outputs of an earlier prediction.")
+@click.option("--resume", is_flag=True, help="Continue a stopped prediction into --out: the images in its CSV are "
+              "skipped, the others appended (same model and options only).")
 def predict_command(run: str, images: tuple[str, ...], out: str, which: str, batch_size: int,
                     threshold: float | None, slice_size: int | None, overlap: float, tta: str | None,
-                    overwrite: bool) -> None:
+                    overwrite: bool, resume: bool) -> None:
     """Predict IMAGES (files or folders) with a trained RUN and write a CSV of predictions.
 
     RUN is a run folder, a checkpoint, or a file `defectlab export` wrote: a .onnx file
     predicts with onnxruntime alone (no torch needed), a .torchscript file with torch. A detector also writes the boxes as JSON beside the CSV and draws them on the images
     (<out>_boxes/); a segmentation model writes masks (<out>_masks/); an anomaly model a score,
     good/defect and an anomaly map per image (<out>_maps/). Exits 1 when no image could be
-    predicted.
+    predicted. Rows are written batch by batch, with progress on stderr (a bar, or a line every
+    30 s off a terminal); a killed prediction continues with --resume.
     """
     from defectlab.workflows.predict import predict  # imports no torch: an exported file predicts without it
 
     result = predict(run, images, out, batch_size=batch_size, which=which, threshold=threshold,
-                     overwrite=overwrite, slice_size=slice_size, overlap=overlap, tta=tta)
-    click.echo(f"{result.predicted} predicted, {result.failed} failed")
+                     overwrite=overwrite, slice_size=slice_size, overlap=overlap, tta=tta, resume=resume)
+    earlier = f" ({result.resumed} of the images by the earlier prediction)" if result.resumed else ""
+    click.echo(f"{result.predicted} predicted, {result.failed} failed{earlier}")
     click.echo(f"predictions: {result.csv}" + (f" (and {result.masks})" if result.masks else ""))
 
 

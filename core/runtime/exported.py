@@ -22,6 +22,7 @@ from defectlab.runtime.detections import dense_detections
 from defectlab.runtime.formats import METADATA_KEY, OUTPUT_NAMES, format_of
 from defectlab.runtime.images import as_images, same_shape_groups
 from defectlab.runtime.predicting import Predictions, checked_settings, detect_images, predict_files
+from defectlab.runtime.resuming import model_identity
 from defectlab.runtime.results import image_result
 
 RUNTIME_HINT = "pip install 'defectlab[runtime]'"
@@ -104,10 +105,11 @@ class ExportedModel:
 
     def predict_files(self, inputs: Sequence[str | Path], out: str | Path, threshold: float | None = None,
                       batch_size: int = 32, overwrite: bool = False, slice_size: int | None = None,
-                      overlap: float = 0.2) -> Predictions:
-        """Predict image files and folders into ``out`` (CSV) and pictures, as ``defectlab predict`` does."""
+                      overlap: float = 0.2, resume: bool = False) -> Predictions:
+        """Predict image files and folders into ``out`` (CSV) and pictures, as ``defectlab predict`` does;
+        ``resume`` continues a prediction into ``out`` that was stopped."""
         return predict_files(self, inputs, out, self.threshold if threshold is None else threshold, batch_size,
-                             overwrite, slice_size, overlap)
+                             overwrite, slice_size, overlap, resume, model_identity(self.path, self.tta))
 
 
 def load_exported(path: str | Path, providers: Sequence[str] | None = None) -> ExportedModel:

@@ -14,7 +14,8 @@ two tiles).
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -23,16 +24,20 @@ import numpy as np
 
 from defectlab.data.datasets import UnreadableImageError, read_image
 from defectlab.plugin_system.errors import DataError
+from defectlab.plugin_system.progress import progress
+from defectlab.plugin_system.version import VERSION
 from defectlab.runtime.detections import classwise_nms
 from defectlab.runtime.results import decision, image_result
+from defectlab.runtime.resuming import check_settings, remaining, settings_path, write_settings
+from defectlab.runtime.table import Written, appending, write_detection_json, written
 from defectlab.runtime.writing import (
     check_outputs,
+    detection_rows,
+    draw_detections,
     header,
     image_inputs,
     picture_folder,
     result_row,
-    write_csv,
-    write_detections,
 )
 
 #: IoU above which two boxes of one class from overlapping slices are taken for the same defect.
@@ -51,13 +56,14 @@ class Predictor(Protocol):
 
 @dataclass(frozen=True)
 class Predictions:
-    """What ``predict`` wrote: the CSV, how many images it predicted and how many it could not read, and the
-    folder of masks, maps or drawn boxes."""
+    """What ``predict`` wrote: the CSV, how many images it predicted and how many it could not read, the
+    folder of masks, maps or drawn boxes, and how many of the images an earlier, resumed prediction wrote."""
 
     csv: Path
     predicted: int
     failed: int
     masks: Path | None = None
+    resumed: int = 0
 
 
 @dataclass
@@ -83,46 +89,82 @@ def checked_settings(task: str, threshold: float | None, slice_size: int | None,
 
 def predict_files(predictor: Predictor, inputs: Sequence[str | Path], out: str | Path, threshold: float | None,
                   batch_size: int = 32, overwrite: bool = False, slice_size: int | None = None,
-                  overlap: float = 0.2) -> Predictions:
+                  overlap: float = 0.2, resume: bool = False, model: dict[str, Any] | None = None) -> Predictions:
     """Predict every image in ``inputs`` with ``predictor`` and write ``out`` (CSV) and the pictures beside it;
-    unreadable files get a row with the error. ``threshold`` is the task's (see ``defectlab.predict``)."""
+    unreadable files get a row with the error. ``threshold`` is the task's (see ``defectlab.predict``).
+
+    Batch by batch: each batch's rows are appended to the CSV and flushed before the next is read, so
+    memory holds one batch of images whatever the number of files. ``resume`` continues a prediction
+    into ``out`` that was stopped (:mod:`defectlab.runtime.resuming`); ``model`` identifies the
+    predictor there (:func:`~defectlab.runtime.resuming.model_identity`).
+    """
     checked_settings(predictor.task, threshold, slice_size, overlap)
+    if resume and overwrite:
+        raise DataError("--resume continues the earlier prediction and --overwrite replaces it; pass one of them")
     out = Path(out)
-    files = image_inputs(inputs)
-    pictures = picture_folder(predictor.task, out)
-    check_outputs(out, pictures, overwrite, also=[out.with_suffix(".json")] if predictor.task == "detect" else [])
-    if predictor.task == "detect":
-        results, images = detect_files(predictor, files, batch_size, threshold, slice_size, overlap)
-        write_detections(results, images, out, pictures)
-        failed = sum(1 for result in results if result["error"])
-        predicted = len(results) - failed
+    task, files = predictor.task, image_inputs(inputs)
+    pictures = picture_folder(task, out)
+    columns = header(task, predictor.classes)
+    settings = {"defectlab": VERSION, "task": task, "columns": columns, **(model or {"model": None}),
+                "threshold": threshold, "slice_size": slice_size, "overlap": overlap, "inputs": list(map(str, inputs))}
+    done = Written(Counter())
+    if resume and out.exists():
+        check_settings(out, settings)
+        done = written(out, columns, task)
     else:
-        rows: list[dict[str, Any]] = []
-        for group in _batches(files, batch_size):
-            images, kept = [], []
-            for path, name in group:
-                try:
-                    images.append(read_image(path))
-                    kept.append((path, name))
-                except UnreadableImageError as exc:
-                    rows.append({"path": str(path), "error": str(exc)})
-            if not images:
-                continue
-            for (path, name), image, output in zip(kept, images, predictor.outputs(images)):
-                result = image_result(predictor.task, output, image.shape[:2], threshold, predictor.classes)
-                target = None if pictures is None else (pictures / name).with_suffix(".png")
-                rows.append(result_row(predictor.task, path, result, target, threshold))
-        write_csv(out, header(predictor.task, predictor.classes), rows)
-        failed = sum(1 for row in rows if row["error"])
-        predicted = len(rows) - failed
+        check_outputs(out, pictures, overwrite, also=[out.with_suffix(".json"), settings_path(out)])
+        write_settings(out, settings)
+    todo = remaining(files, done)
+    predicted, failed = done.predicted, done.failed
+    with appending(out, columns, fresh=not done.paths) as append:
+        for group in progress(_batches(todo, batch_size), "predict"):
+            rows, unread = predict_group(predictor, group, threshold, pictures, batch_size, slice_size, overlap)
+            append(rows)
+            predicted, failed = predicted + len(group) - unread, failed + unread
+    if task == "detect":
+        write_detection_json(out, out.with_suffix(".json"), columns)
     if predicted == 0:
         raise DataError(f"none of the {failed} images could be predicted; {out} lists why")
-    return Predictions(out, predicted, failed, pictures)
+    return Predictions(out, predicted, failed, pictures, resumed=done.predicted + done.failed)
 
 
-def _batches(items: list[Any], size: int) -> Iterator[list[Any]]:
-    for start in range(0, len(items), size):
-        yield items[start:start + size]
+def predict_group(predictor: Predictor, group: Sequence[tuple[Path, str]], threshold: float | None,
+                  pictures: Path | None, batch_size: int, slice_size: int | None = None, overlap: float = 0.2
+                  ) -> tuple[list[dict[str, Any]], int]:
+    """The CSV rows of a group of files (path, unique name), in their order, with their masks, maps or drawn
+    boxes written into ``pictures``; and how many of them could not be read."""
+    read = [_read(path) for path, _ in group]
+    images = [image for image, _ in read]
+    named = [None if pictures is None else (pictures / name).with_suffix(".png") for _, name in group]
+    rows: list[dict[str, Any]] = []
+    if predictor.task == "detect":
+        found = detect_images(predictor, images, batch_size, threshold, slice_size, overlap)
+        for (path, _), (image, error), boxes, target in zip(group, read, found, named):
+            rows += detection_rows(path, boxes, error)
+            if image is not None:
+                draw_detections(image, boxes, target)
+    else:
+        readable = [image for image in images if image is not None]
+        outputs = iter(predictor.outputs(readable) if readable else [])
+        for (path, _), (image, error), target in zip(group, read, named):
+            if image is None:
+                rows.append({"path": str(path), "error": error})
+                continue
+            result = image_result(predictor.task, next(outputs), image.shape[:2], threshold, predictor.classes)
+            rows.append(result_row(predictor.task, path, result, target, threshold))
+    return rows, sum(image is None for image in images)
+
+
+def _read(path: Path) -> tuple[Any, str]:
+    """The decoded image and no error, or None and why it cannot be read."""
+    try:
+        return read_image(path), ""
+    except UnreadableImageError as exc:
+        return None, str(exc)
+
+
+def _batches(items: Sequence[Any], size: int) -> list[Sequence[Any]]:
+    return [items[start:start + size] for start in range(0, len(items), size)]
 
 
 def tiles_of(image: Any, index: int, slice_size: int | None, overlap: float, size: tuple[int, int]
@@ -161,21 +203,3 @@ def detect_images(predictor: Predictor, images: Sequence[Any], batch_size: int, 
                 else np.argsort(-scores, kind="stable"))
         detected[index] = [(predictor.classes[int(labels[i])], float(scores[i]), *boxes[i].tolist()) for i in kept]
     return detected
-
-
-def detect_files(predictor: Predictor, files: list[tuple[Path, str]], batch_size: int, threshold: float,
-                 slice_size: int | None, overlap: float) -> tuple[list[dict[str, Any]], list[Any]]:
-    """Per file: {path, name, boxes [(class, score, x1, y1, x2, y2)], error}, and the decoded images."""
-    results: list[dict[str, Any]] = []
-    images: list[Any] = []
-    for path, name in files:
-        result = {"path": str(path), "name": name, "boxes": [], "error": ""}
-        try:
-            images.append(read_image(path))
-        except UnreadableImageError as exc:
-            result["error"] = str(exc)
-            images.append(None)
-        results.append(result)
-    for result, boxes in zip(results, detect_images(predictor, images, batch_size, threshold, slice_size, overlap)):
-        result["boxes"] = boxes
-    return results, images

@@ -32,6 +32,7 @@ from defectlab.plugin_system.files import (
     write_json,
     write_text,
 )
+from defectlab.plugin_system.progress import progress
 from defectlab.training import distributed
 from defectlab.training.checkpoints import load_checkpoint, save_checkpoint
 from defectlab.training.contracts import broken, checked_logits, checked_loss, checked_losses
@@ -49,8 +50,6 @@ from torch import nn
 log = logging.getLogger("defectlab.training.loop")
 
 Callback = Callable[["Trainer", dict[str, Any]], None]
-#: Seconds between two progress lines when stderr is not a terminal (a log file, CI), where tqdm shows no bar.
-PROGRESS_EVERY = 30.0
 
 
 def seed_everything(seed: int) -> None:
@@ -138,48 +137,6 @@ def terminate_as_interrupt() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
-
-
-def clock(seconds: float) -> str:
-    """``4:05`` or ``1:02:03``: a duration as a clock shows it."""
-    minutes, secs = divmod(round(seconds), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
-
-
-def is_terminal(stream: Any) -> bool:
-    """Whether ``stream`` is a terminal (not a pipe, a file, or a closed stream)."""
-    try:
-        return bool(stream.isatty())
-    except (AttributeError, ValueError):  # no isatty, or closed
-        return False
-
-
-class ProgressLines:
-    """The batches of ``loader``, with a line to ``say`` every PROGRESS_EVERY seconds: the progress bar of a
-    log file, e.g. ``epoch 3/40 batch 120/492, 45 img/s, loss 0.4123, eta 6:03`` (eta: the end of this pass)."""
-
-    def __init__(self, loader: Any, label: str, say: Callable[[str], None]):
-        self.loader, self.label, self.say = loader, label, say
-        self.postfix: dict[str, Any] = {}
-
-    def set_postfix(self, refresh: bool = True, **values: Any) -> None:
-        """Numbers shown after the rate (tqdm's call, so the loop need not know which it has)."""
-        self.postfix = values
-
-    def __iter__(self) -> Iterator[Any]:
-        total = len(self.loader)
-        started = last = time.monotonic()
-        images = 0
-        for step, batch in enumerate(self.loader, 1):
-            yield batch
-            images += len(batch["image"])
-            now = time.monotonic()
-            if now - last >= PROGRESS_EVERY:
-                last, seconds = now, now - started
-                self.say(", ".join([f"{self.label} batch {step}/{total}", f"{images / max(seconds, 1e-9):.0f} img/s",
-                                    *(f"{k} {v}" for k, v in self.postfix.items()),
-                                    f"eta {clock(seconds / step * (total - step))}"]))
 
 
 class Trainer:
@@ -421,13 +378,9 @@ class Trainer:
 
     def _progress(self, loader: Any, label: str) -> Any:
         """``loader`` with progress on the main process when train.progress is on: a bar on a terminal, else
-        a line every PROGRESS_EVERY seconds."""
-        from tqdm import tqdm
-
-        shown = self.settings.progress and self.world.is_main
-        if shown and not is_terminal(sys.stderr):
-            return ProgressLines(loader, label, self._say)
-        return tqdm(loader, desc=label, leave=False, file=sys.stderr, dynamic_ncols=True, disable=not shown)
+        a line every PROGRESS_EVERY seconds (:mod:`defectlab.plugin_system.progress`)."""
+        return progress(loader, label, self._say, shown=self.settings.progress and self.world.is_main,
+                        images=lambda batch: len(batch["image"]))
 
     @property
     def amp_on_gpu(self) -> bool:

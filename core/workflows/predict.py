@@ -10,6 +10,7 @@ from typing import Any
 
 from defectlab.plugin_system.errors import DataError
 from defectlab.runtime.predicting import Predictions, checked_settings, predict_files
+from defectlab.runtime.resuming import model_identity
 from defectlab.training.checkpoints import checkpoint_path, load_checkpoint
 
 #: Boxes kept when a run has no evaluated best-F1 confidence to offer.
@@ -90,7 +91,8 @@ class TorchPredictor:
 
 def predict(run_or_file: str | Path, inputs: Sequence[str | Path], out: str | Path, batch_size: int = 32,
             which: str = "best", threshold: float | None = None, overwrite: bool = False,
-            slice_size: int | None = None, overlap: float = 0.2, tta: str | None = None) -> Predictions:
+            slice_size: int | None = None, overlap: float = 0.2, tta: str | None = None, resume: bool = False
+            ) -> Predictions:
     """Predict every image in ``inputs`` and write ``out`` (CSV); unreadable files get a row with the error.
 
     ``run_or_file`` is a run, a checkpoint, or a file ``defectlab export`` wrote (.onnx,
@@ -111,6 +113,12 @@ def predict(run_or_file: str | Path, inputs: Sequence[str | Path], out: str | Pa
     (2 * threshold), capped at 255: mid-grey is the threshold). ``tta`` replaces the run's
     test-time augmentation (train.tta: 'none', 'flips' or 'dihedral'; classification and
     segmentation); an exported file computes its own, and is refused another.
+
+    Rows are appended to the CSV batch by batch, so a prediction that is stopped keeps what it
+    predicted; ``resume`` continues it: the images already in ``out`` are skipped and the others
+    appended, with the same model and settings only (``<out stem>_settings.json`` records them;
+    see :mod:`defectlab.runtime.resuming`). ``Predictions`` counts the whole CSV, ``.resumed`` the
+    images the earlier prediction wrote.
     """
     from defectlab.runtime.exported import load_exported
     from defectlab.runtime.formats import format_of
@@ -120,12 +128,13 @@ def predict(run_or_file: str | Path, inputs: Sequence[str | Path], out: str | Pa
         if tta is not None and tta != exported.tta:
             raise DataError(f"'{run_or_file}' computes the test-time augmentation '{exported.tta}' in its graph; to "
                             f"predict with '{tta}', export the run again with --tta {tta}")
-        return exported.predict_files(inputs, out, threshold, batch_size, overwrite, slice_size, overlap)
+        return exported.predict_files(inputs, out, threshold, batch_size, overwrite, slice_size, overlap, resume)
     trained = load_trained(run_or_file, which, tta)
     checked_settings(trained.task, threshold, slice_size, overlap)
     if threshold is None:
         threshold = default_threshold(trained)
-    return predict_files(TorchPredictor(trained), inputs, out, threshold, batch_size, overwrite, slice_size, overlap)
+    return predict_files(TorchPredictor(trained), inputs, out, threshold, batch_size, overwrite, slice_size, overlap,
+                         resume, model_identity(trained.checkpoint, trained.tta))
 
 
 def default_threshold(trained: TrainedModel) -> float | None:
