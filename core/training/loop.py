@@ -60,15 +60,22 @@ def seed_everything(seed: int) -> None:
 
 
 def pick_device(name: str, world: distributed.World) -> torch.device:
-    """The device a setting names; 'auto' is this rank's GPU if there is one, else the CPU."""
+    """The device a setting names; 'auto' is this process's GPU if there is one, else the CPU. 'auto' and
+    'cuda' mean GPU LOCAL_RANK of this machine (RANK counts the processes of every machine)."""
     if name == "auto":
-        name = f"cuda:{world.local_rank}" if torch.cuda.is_available() else "cpu"
+        name = "cuda" if torch.cuda.is_available() else "cpu"
     try:
         device = torch.device(name)
     except RuntimeError as exc:
         raise DataError(f"train.device: {exc}; use 'auto', 'cpu', 'cuda' or 'cuda:N'") from exc
     if device.type == "cuda" and not torch.cuda.is_available():
         raise DataError(f"train.device is '{name}' but PyTorch sees no GPU here; use 'cpu' or 'auto'")
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", world.local_rank)
+        if world.local_rank >= torch.cuda.device_count():
+            raise DataError(f"this process is number {world.local_rank} (LOCAL_RANK) on its machine, which has "
+                            f"{torch.cuda.device_count()} GPU(s); start torchrun with --nproc_per_node "
+                            f"{torch.cuda.device_count()} at most")
     return device
 
 
@@ -278,12 +285,17 @@ class Trainer:
 
             self.events.fire("fit_end", self, Run(self.folder))
         except KeyboardInterrupt:
-            message = (f"interrupted during epoch {self.epoch + 1}; last.pt holds epoch {self.epoch}. "
-                       f"Continue with: defectlab train --resume {self.folder}" if self.epoch else
-                       "interrupted before the first epoch ended; start the run again")
+            message = self._stopped("interrupted")
             self._status("interrupted", message, quiet=True)
             raise TrainingError(message) from None
         except BaseException as exc:  # a non-finite loss, a full disk, a broken plugin, a bug: all recorded
+            cause = distributed.lost_peer(self.world, exc)
+            if cause is not None:  # another node or process died, or the network failed
+                message = self._stopped(f"lost contact with another process of this {self.world.size}-process run",
+                                        f": a node or process died, or the network failed ({cause}; processes wait "
+                                        f"{distributed.timeout():g} s for each other, {distributed.TIMEOUT_ENV})")
+                self._status("interrupted", message, quiet=True)
+                raise TrainingError(message) from exc
             detail = str(exc) if isinstance(exc, DefectlabError) else f"{type(exc).__name__}: {exc}"
             self._status("failed", detail, quiet=True)
             raise
@@ -514,6 +526,14 @@ class Trainer:
                 "scaler": self.scaler.state_dict(), "epoch": self.epoch,
                 "best": dict(self.best), "bad_evaluations": self.bad_evaluations, "skipped": list(self.skipped),
                 "transfer_report": self.transfer_report, "settings": self.settings.to_dict(), **self.extra}
+
+    def _stopped(self, what: str, why: str = "") -> str:
+        """The message of a run that ``what`` stopped (for reason ``why``): where last.pt stands, how to go on."""
+        if not self.epoch:
+            return f"{what} before the first epoch ended{why}; start the run again"
+        nodes = " (under torchrun: on every node, with the same torchrun options)" if self.world.distributed else ""
+        return (f"{what} during epoch {self.epoch + 1}{why}; last.pt holds epoch {self.epoch}. "
+                f"Continue with: defectlab train --resume {self.folder}{nodes}")
 
     def _note_skipped(self, split: str, batch: dict[str, Any]) -> None:
         for index in batch.get("skipped", ()):

@@ -27,7 +27,7 @@ def pretrain(config: str | Path | Mapping[str, Any] | None = None, *, out: str |
     """
     from defectlab.plugin_system.config import apply_overrides, load_toml
     from defectlab.runs.run import new_run_dir, removed_if_unstarted
-    from defectlab.training.distributed import world_from_environment
+    from defectlab.training.distributed import one_folder, world_from_environment
     from defectlab.workflows.train import train
 
     if resume is not None:
@@ -44,6 +44,7 @@ def pretrain(config: str | Path | Mapping[str, Any] | None = None, *, out: str |
                         "(`defectlab list ssl`)")
     if problems:
         raise ConfigError(problems, source)
+    one_folder(world_from_environment(), out)
     made = out is None and world_from_environment().is_main
     if made:
         out = new_run_dir("pretrain")

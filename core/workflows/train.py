@@ -326,7 +326,7 @@ def train(config: str | Path | Mapping[str, Any] | None = None, *, out: str | Pa
     """
     from defectlab.plugin_system.config import apply_overrides, load_toml
     from defectlab.runs.run import new_run_dir, removed_if_unstarted
-    from defectlab.training.distributed import world_from_environment
+    from defectlab.training.distributed import one_folder, world_from_environment
 
     if resume is not None:
         return _resume(Path(resume), overrides, callbacks)
@@ -340,6 +340,7 @@ def train(config: str | Path | Mapping[str, Any] | None = None, *, out: str | Pa
     if linear_probe is not None:
         values.setdefault("train", {})["linear_probe"] = linear_probe
     check_config(values, source)
+    one_folder(world_from_environment(), out)
     made = world_from_environment().is_main and not (out is not None and Path(out).exists())
     folder = new_run_dir("train", out, overwrite=overwrite, check=world_from_environment().is_main)
     stages = stage_configs(values)
@@ -460,7 +461,13 @@ def _resume(folder: Path, overrides: Sequence[str], callbacks: Sequence[Any]) ->
 
     from defectlab.plugin_system.config import apply_overrides
     from defectlab.runs.run import Run
+    from defectlab.training.distributed import world_from_environment
 
+    world = world_from_environment()
+    if not world.is_main and not (folder / "config.json").is_file():  # every process reads the run to resume it
+        raise DataError(f"'{folder}' holds no run on the machine of process {world.rank}: under torchrun on several "
+                        f"machines the run folder must be on a filesystem every node sees (NFS, Lustre, a shared "
+                        f"volume)")
     run = Run(folder)
     saved = json.loads((folder / "config.json").read_text())
     if saved.get("stages"):
