@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from defectlab.plugin_system.errors import DataError, DefectlabError, TrainingError
+from defectlab.plugin_system.errors import DataError, DefectlabError, TrainingError, error_text
 from defectlab.plugin_system.files import (
     stale_temporaries,
     write_error,
@@ -327,8 +327,7 @@ class Trainer:
             self._status("interrupted", message, quiet=True)
             raise TrainingError(message) from None
         except BaseException as exc:  # a non-finite loss, a full disk, a broken plugin, a bug: all recorded
-            detail = str(exc) if isinstance(exc, DefectlabError) else f"{type(exc).__name__}: {exc}"
-            self._status("failed", detail, quiet=True)
+            self._status("failed", error_text(exc), quiet=True)
             raise
 
     def _loop(self) -> None:
@@ -538,6 +537,7 @@ class Trainer:
         model = self.network
         if best.is_file():
             model.load_state_dict(load_checkpoint(best)["model"])
+            self.evaluated = None  # the final evaluation scores best.pt's weights, now in the network
         split = next((s for s in ("test", "val") if s in self.data.splits), None)
         results: dict[str, Any] = {}
         if split is not None:
