@@ -187,8 +187,8 @@ class Trainer:
 
     Every piece can be built on its own (``defectlab.create``) and handed in here; ``fit()``
     returns the :class:`~defectlab.runs.run.Run`. ``callbacks`` listen to the loop's events
-    (:mod:`defectlab.training.events`) on every rank, after the engine's own features (mixup, the
-    weight average); a plain function ``f(trainer, record)`` is called after every epoch.
+    (:mod:`defectlab.training.events`, with the rank each runs on), after the engine's own features
+    (mixup, the weight average); a plain function ``f(trainer, record)`` is called after every epoch.
     """
 
     def __init__(self, model: nn.Module, loss: nn.Module, data: Any, folder: str | Path,

@@ -119,9 +119,11 @@ class TensorBoard(Callback):
         height = round(PANEL * images.shape[2] / images.shape[3])
         sheet = Image.new("RGB", (PANEL * len(labels), height + CAPTION), "white")
         draw = ImageDraw.Draw(sheet)
-        for column, (image, label, guess, sure) in enumerate(zip(grey, labels, predicted.tolist(), confidence.tolist())):
+        shown = zip(grey, labels, predicted.tolist(), confidence.tolist())
+        for column, (image, label, guess, sure) in enumerate(shown):
             pixels = (image.mean(dim=0) * 255).round().to(torch.uint8).numpy()
-            sheet.paste(Image.fromarray(pixels).convert("RGB").resize((PANEL, height), Image.NEAREST), (column * PANEL, 0))
+            panel = Image.fromarray(pixels).convert("RGB").resize((PANEL, height), Image.NEAREST)
+            sheet.paste(panel, (column * PANEL, 0))
             colour = (0, 140, 0) if guess == label else (200, 0, 0)
             draw.text((column * PANEL + 2, height + 1), f"{classes[guess]} {sure:.2f}", fill=colour)
             draw.text((column * PANEL + 2, height + 13), f"true {classes[label]}", fill=(0, 0, 0))
