@@ -1,7 +1,7 @@
 """defectlab: a plugin-based platform for industrial defect inspection.
 
 Every method is a plugin component of a kind (distance, imbalance, backbone, ssl, loss,
-evaluator, dataset), found through the ``defectlab`` entry-point group and built by name.
+evaluator, dataset, callback), found through the ``defectlab`` entry-point group and built by name.
 This module is the public API: every name in ``__all__`` is documented in docs/api.md, and
 nothing else is. The names whose modules import torch are imported on first use.
 """
@@ -52,6 +52,7 @@ from defectlab.plugin_system.parameters import Range
 from defectlab.plugin_system.plotting import pyplot, save_figure
 from defectlab.plugin_system.protocols import (
     Backbone,
+    Callback,
     DistanceMetric,
     Evaluator,
     ImbalanceMetric,
@@ -85,7 +86,6 @@ _LAZY = {  # public names whose modules import torch, click or onnxruntime
     "tile": "defectlab.data.tiling",
     "untile": "defectlab.data.tiling",
     "Trainer": "defectlab.training.loop",
-    "Callback": "defectlab.training.events",
     "TrainSettings": "defectlab.training.settings",
     "freeze_backbone": "defectlab.training.transfer",
     "init_backbone_from": "defectlab.training.transfer",

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import click
 import click.testing
+import defectlab
 import pluggy
 import pytest
 from defectlab.cli.main import cli
@@ -152,6 +153,7 @@ def test_hook_examples_register_and_work(hook_examples, tmp_path):
     assert {kind: [c.name for c in registry.list(kind)] for kind in KINDS} == {
         "distance": ["mean_brightness"], "imbalance": ["fp_share"], "backbone": ["tiny_cnn"],
         "ssl": ["rotation"], "loss": ["soft_iou"], "evaluator": ["accuracy"], "dataset": ["ok_ng"],
+        "callback": ["loss_csv"],
     }
     assert not [r.error for r in registry.plugins.values() if r.error]
 
@@ -191,6 +193,12 @@ def test_hook_examples_register_and_work(hook_examples, tmp_path):
     assert accuracy.compute() == {"accuracy": 0.5}
     accuracy.reset()
     assert accuracy.compute() == {"accuracy": 0.0}
+
+    loss_csv = build("callback", "loss_csv", file="losses.csv")
+    assert isinstance(loss_csv, defectlab.Callback) and loss_csv.main_process_only
+    for epoch, loss in ((1, 0.5), (2, 0.25)):
+        loss_csv.on_epoch_end(types.SimpleNamespace(folder=tmp_path), {"epoch": epoch, "train/loss": loss})
+    assert (tmp_path / "losses.csv").read_text() == "1,0.5\n2,0.25\n"
 
     group = click.Group("defectlab")
     hook_examples.add_commands(group)

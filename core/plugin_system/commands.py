@@ -54,7 +54,7 @@ def cli(debug: bool) -> None:
     """defectlab: plugin-based industrial defect inspection.
 
     Every method is a component of a kind (distance, imbalance, backbone, ssl, loss,
-    evaluator, dataset) provided by a plugin. Find them with `defectlab list`, read their
+    evaluator, dataset, callback) provided by a plugin. Find them with `defectlab list`, read their
     parameters with `defectlab show KIND NAME`, and run them with the kind's verb.
     """
     if debug:

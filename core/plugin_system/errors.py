@@ -45,6 +45,11 @@ class TrainingError(DefectlabError):
     """A training that stopped before its end (non-finite loss, interruption); the run can be resumed."""
 
 
+def error_text(exc: BaseException) -> str:
+    """An error as one line for a user: a DefectlabError's message, anything else with its type in front."""
+    return str(exc) if isinstance(exc, DefectlabError) else f"{type(exc).__name__}: {exc}"
+
+
 def did_you_mean(word: str, choices: Iterable[str]) -> str:
     """A '; did you mean ...?' suffix naming the close matches of ``word``, or ''."""
     matches = difflib.get_close_matches(word, list(choices), n=3, cutoff=0.6)

@@ -65,5 +65,10 @@ def register_datasets() -> list[Any]:
 
 
 @hookspec
+def register_callbacks() -> list[Any]:
+    """Training callbacks (experiment trackers, ...): objects with ``on_<event>`` methods for the loop's events."""
+
+
+@hookspec
 def register_commands(cli: Any) -> None:
     """Add click commands to the ``defectlab`` command group passed as ``cli``."""

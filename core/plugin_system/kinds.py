@@ -32,6 +32,7 @@ KINDS: dict[str, Kind] = {
         Kind("loss", "register_losses", "a loss: forward(pred, target) -> Tensor"),
         Kind("evaluator", "register_evaluators", "stateful metrics: update, compute, reset"),
         Kind("dataset", "register_datasets", "reads an on-disk format or packaged data set"),
+        Kind("callback", "register_callbacks", "listens to the training loop's events: on_<event> methods"),
     )
 }
 

@@ -190,6 +190,48 @@ class Evaluator(Protocol):
     def reset(self) -> None: ...
 
 
+@runtime_checkable
+class Callback(Protocol):
+    """Kind ``callback``: listens to the training loop's events; subclass it, and override what you need.
+
+    Every event does nothing until overridden (so ``isinstance`` holds for a subclass). ``Trainer``
+    calls ``on_<event>(trainer, ...)`` of each callback in order, after the engine's own features
+    (mixup, the weight average): ``fit_start``, ``epoch_start(epoch)``, ``batch_start(batch)``,
+    ``batch_end(batch)``, ``evaluation_end(split, scores)``, ``epoch_end(record)``,
+    ``checkpoint(state)``, ``fit_end(run)``. What each receives and may change, and on which rank of
+    a torchrun job it runs, is in docs/kinds/callback.md#contract. ``main_process_only = True``
+    keeps every event of the callback on rank 0 (what a tracker wants). An exception it raises
+    stops the training as failed, its plugin and the event named; last.pt keeps the last epoch.
+    """
+
+    main_process_only: bool = False
+
+    def on_fit_start(self, trainer: Any) -> None:
+        """The trainer is set up (model on its device, optimiser built, a resumed state restored)."""
+
+    def on_epoch_start(self, trainer: Any, epoch: int) -> None:
+        """Epoch ``epoch`` (from 1) is about to start."""
+
+    def on_batch_start(self, trainer: Any, batch: dict[str, Any]) -> None:
+        """``batch["images"]`` and ``batch["targets"]`` are about to go through the model; replace them to
+        change what it trains on."""
+
+    def on_batch_end(self, trainer: Any, batch: dict[str, Any]) -> None:
+        """The batch's gradients are in (``batch["loss"]``, and ``batch["stepped"]`` after an optimiser step)."""
+
+    def on_evaluation_end(self, trainer: Any, split: str, scores: dict[str, float]) -> None:
+        """``split`` was evaluated, with these scores."""
+
+    def on_epoch_end(self, trainer: Any, record: dict[str, Any]) -> None:
+        """The epoch's metrics (the line of metrics.jsonl) are written."""
+
+    def on_checkpoint(self, trainer: Any, state: dict[str, Any]) -> None:
+        """``state`` is about to be saved as last.pt (and best.pt); entries added here are saved too."""
+
+    def on_fit_end(self, trainer: Any, run: Any) -> None:
+        """The run has finished: tested, reported."""
+
+
 #: The protocol of each kind word; the dataset kind's base is the class ``DefectDataset``.
 PROTOCOLS: dict[str, type] = {
     "distance": DistanceMetric,
@@ -198,4 +240,5 @@ PROTOCOLS: dict[str, type] = {
     "ssl": SSLObjective,
     "loss": Loss,
     "evaluator": Evaluator,
+    "callback": Callback,
 }

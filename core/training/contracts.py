@@ -10,15 +10,25 @@ from typing import Any
 import torch
 from defectlab.plugin_system.components import list_components
 from defectlab.plugin_system.errors import PluginError
+from defectlab.plugin_system.registry import Component
 
 
-def component_label(kind: str, obj: Any) -> str:
-    """``loss 'dibe' of plugin 'segmentation_losses'`` for a built component (its class looked up in the registry)."""
+def registered(kind: str, obj: Any) -> Component | None:
+    """The registered component of ``kind`` whose class built ``obj`` (or is ``obj``); None for any other object."""
     cls = obj if isinstance(obj, type) else type(obj)
     for component in list_components(kind):
         if component.obj is cls or getattr(component.obj, "__qualname__", None) == cls.__qualname__ and \
                 getattr(component.obj, "__module__", None) == cls.__module__:
-            return f"{kind} '{component.name}' of plugin '{component.plugin}'"
+            return component
+    return None
+
+
+def component_label(kind: str, obj: Any) -> str:
+    """``loss 'dibe' of plugin 'segmentation_losses'`` for a built component (its class looked up in the registry)."""
+    component = registered(kind, obj)
+    if component is not None:
+        return f"{kind} '{component.name}' of plugin '{component.plugin}'"
+    cls = obj if isinstance(obj, type) else type(obj)
     return f"{kind} {cls.__module__}.{cls.__qualname__}"
 
 

@@ -1,28 +1,31 @@
 """The training loop's events, and the callbacks that listen to them.
 
-:class:`~defectlab.training.loop.Trainer` fires one event at each point of a run below, on every
-rank, in the order the callbacks were given. A callback is an object with any of the
-``on_<event>`` methods (subclass :class:`Callback` and override what you need); a plain function
-``f(trainer, record)`` is an ``epoch_end`` callback, as before the events existed. The engine's
-own training features (the weight average, mixup, channels-last batches) are callbacks too, so
-an experiment tracker sees exactly what they see (docs/training.md, "Events").
+:class:`~defectlab.training.loop.Trainer` fires one event at each point of a run below, in the
+order the callbacks were given. A callback is an object with any of the ``on_<event>`` methods
+(subclass :class:`Callback`, the ``callback`` kind's protocol, and override what you need); a
+plain function ``f(trainer, record)`` is an ``epoch_end`` callback, as before the events existed.
+The engine's own training features (the weight average, mixup) are callbacks too, so an
+experiment tracker sees exactly what they see (docs/kinds/callback.md).
 
-=================  ==========================  ===================================================
-event              arguments after trainer     when
-=================  ==========================  ===================================================
-fit_start          --                          set up (and restored, when resuming); before epoch 1
-epoch_start        epoch                       before the epoch's first batch
-batch_start        batch                       before the forward pass: ``batch`` is a dict
-                                               (images, targets, epoch, step) a callback may change
-batch_end          batch                       after the backward pass (and the optimiser step, when
-                                               ``batch["stepped"]``); ``batch["loss"]`` is its loss
-evaluation_end     split, scores               after a split was evaluated (val each epoch, the
-                                               final test or val)
-epoch_end          record                      after the epoch's line was written to metrics.jsonl
-checkpoint         state                       before last.pt (and best.pt) are saved: ``state`` is
-                                               the dict written, which a callback may add to
-fit_end            run                         after the final evaluation and report.html
-=================  ==========================  ===================================================
+=================  ==============  ====  =============================================================
+event              arguments       rank  when
+=================  ==============  ====  =============================================================
+fit_start          --              all   set up (and restored, when resuming); before epoch 1
+epoch_start        epoch           all   before the epoch's first batch
+batch_start        batch           all   before the forward pass: ``batch`` is a dict (images,
+                                         targets, epoch, step) a callback may change
+batch_end          batch           all   after the backward pass (and the optimiser step, when
+                                         ``batch["stepped"]``); ``batch["loss"]`` is its loss
+evaluation_end     split, scores   all   after the validation split was evaluated; the final test
+                                   / 0   (or val) of best.pt fires on rank 0 only
+epoch_end          record          all   after the epoch's line was written to metrics.jsonl
+checkpoint         state           0     before last.pt (and best.pt) are saved: ``state`` is the
+                                         dict written, which a callback may add to
+fit_end            run             all   after the final evaluation and report.html
+=================  ==============  ====  =============================================================
+
+A callback with ``main_process_only = True`` hears every event on rank 0 only. An exception from
+a plugin's callback becomes a PluginError that names the plugin and the event.
 """
 
 from __future__ import annotations
@@ -30,39 +33,11 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from defectlab.plugin_system.errors import DefectlabError
+from defectlab.plugin_system.errors import DefectlabError, PluginError, error_text
+from defectlab.plugin_system.protocols import Callback
 
 EVENTS = ("fit_start", "epoch_start", "batch_start", "batch_end", "evaluation_end", "epoch_end", "checkpoint",
           "fit_end")
-
-
-class Callback:
-    """Base of a training callback: every event does nothing until overridden."""
-
-    def on_fit_start(self, trainer: Any) -> None:
-        """The trainer is set up (model on its device, optimiser built, a resumed state restored)."""
-
-    def on_epoch_start(self, trainer: Any, epoch: int) -> None:
-        """Epoch ``epoch`` (from 1) is about to start."""
-
-    def on_batch_start(self, trainer: Any, batch: dict[str, Any]) -> None:
-        """``batch["images"]`` and ``batch["targets"]`` are about to go through the model; replace them to
-        change what it trains on."""
-
-    def on_batch_end(self, trainer: Any, batch: dict[str, Any]) -> None:
-        """The batch's gradients are in (``batch["loss"]``, and ``batch["stepped"]`` after an optimiser step)."""
-
-    def on_evaluation_end(self, trainer: Any, split: str, scores: dict[str, float]) -> None:
-        """``split`` was evaluated, with these scores."""
-
-    def on_epoch_end(self, trainer: Any, record: dict[str, Any]) -> None:
-        """The epoch's metrics (the line of metrics.jsonl) are written."""
-
-    def on_checkpoint(self, trainer: Any, state: dict[str, Any]) -> None:
-        """``state`` is about to be saved as last.pt (and best.pt); entries added here are saved too."""
-
-    def on_fit_end(self, trainer: Any, run: Any) -> None:
-        """The run has finished: tested, reported."""
 
 
 class EpochEnd(Callback):
@@ -92,8 +67,29 @@ class Events:
         self.callbacks = [as_callback(item) for item in callbacks]
 
     def fire(self, event: str, trainer: Any, *args: Any) -> None:
-        """Call ``on_<event>(trainer, *args)`` of every callback that has it."""
+        """Call ``on_<event>(trainer, *args)`` of every callback that has it (on rank 0 only for a callback with
+        ``main_process_only``)."""
         for callback in self.callbacks:
             method = getattr(callback, f"on_{event}", None)
-            if method is not None:
+            if method is None or getattr(callback, "main_process_only", False) and not trainer.world.is_main:
+                continue
+            try:
                 method(trainer, *args)
+            except Exception as exc:
+                error = plugin_failure(callback, event, trainer, exc)
+                if error is None:  # the engine's own features and the caller's callbacks raise theirs as it is
+                    raise
+                raise error from exc
+
+
+def plugin_failure(callback: Any, event: str, trainer: Any, exc: Exception) -> PluginError | None:
+    """The error of a plugin's callback that raised ``exc``: the plugin, the event and what is kept; None for a
+    callback that no plugin registered."""
+    from defectlab.training.contracts import component_label, registered
+
+    if registered("callback", callback) is None:
+        return None
+    kept = f"last.pt is kept: `defectlab train --resume {trainer.folder}` continues once the plugin is fixed" if \
+        (trainer.folder / "last.pt").is_file() else "no checkpoint was written yet"
+    return PluginError(f"{component_label('callback', callback)} failed in on_{event}: {error_text(exc)}. The training "
+                       f"stopped; {kept}")

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from defectlab.plugin_system.errors import DataError, DefectlabError, TrainingError
+from defectlab.plugin_system.errors import DataError, DefectlabError, TrainingError, error_text
 from defectlab.plugin_system.files import (
     stale_temporaries,
     write_error,
@@ -151,8 +151,8 @@ class Trainer:
 
     Every piece can be built on its own (``defectlab.create``) and handed in here; ``fit()``
     returns the :class:`~defectlab.runs.run.Run`. ``callbacks`` listen to the loop's events
-    (:mod:`defectlab.training.events`) on every rank, after the engine's own features (mixup, the
-    weight average); a plain function ``f(trainer, record)`` is called after every epoch.
+    (:mod:`defectlab.training.events`, with the rank each runs on), after the engine's own features
+    (mixup, the weight average); a plain function ``f(trainer, record)`` is called after every epoch.
     """
 
     def __init__(self, model: nn.Module, loss: nn.Module, data: Any, folder: str | Path,
@@ -296,8 +296,7 @@ class Trainer:
                                         f"{distributed.timeout():g} s for each other, {distributed.TIMEOUT_ENV})")
                 self._status("interrupted", message, quiet=True)
                 raise TrainingError(message) from exc
-            detail = str(exc) if isinstance(exc, DefectlabError) else f"{type(exc).__name__}: {exc}"
-            self._status("failed", detail, quiet=True)
+            self._status("failed", error_text(exc), quiet=True)
             raise
 
     def _loop(self) -> None:
@@ -503,6 +502,7 @@ class Trainer:
         model = self.network
         if best.is_file():
             model.load_state_dict(load_checkpoint(best)["model"])
+            self.evaluated = None  # the final evaluation scores best.pt's weights, now in the network
         split = next((s for s in ("test", "val") if s in self.data.splits), None)
         results: dict[str, Any] = {}
         if split is not None:

@@ -1,7 +1,8 @@
 """From a config (or components) to a finished run: ``defectlab train`` and ``defectlab.train``.
 
 A training config has the sections ``data`` (a dataset and the data module's settings),
-``model`` (a backbone spec), ``loss``, ``[[evaluators]]``, ``train`` (engine settings) and, for
+``model`` (a backbone spec), ``loss``, ``[[evaluators]]``, ``[[callbacks]]`` (listeners to the loop's
+events, such as experiment trackers), ``train`` (engine settings) and, for
 the staged transfer of Valle Salgado et al. 2023 §8, ``[[stages]]``: each stage is a partial config merged into
 the rest, trained into its own sub-folder, and initialised from the previous stage's backbone.
 Every stage is validated before the first one trains.
@@ -62,6 +63,7 @@ def train_schema() -> dict[str, Section]:
         "model": Section(kind="backbone", required=True),
         "loss": Section(kind="loss"),
         "evaluators": Section(kind="evaluator", many=True),
+        "callbacks": Section(kind="callback", many=True),
         "train": Section(settings=train_settings_function()),
         "ssl": Section(kind="ssl", supplied=("encoder",)),
         "pretrain": Section(settings=pretrain_settings),
@@ -251,6 +253,11 @@ def build_stage(config: Mapping[str, Any], splits_csv: Path | None = None) -> tu
         "train": settings.to_dict(),
     }
     resolved["data"].pop("splits_csv", None)
+    if config.get("callbacks"):
+        if hasattr(model, "train_externally"):
+            raise ConfigError([f"callbacks: '{component.name}' trains with its own engine, which fires none of the "
+                               f"loop's events; remove [[callbacks]]"])
+        resolved["callbacks"] = [_as_spec(spec) for spec in config["callbacks"]]
     if "export" in config:
         if data.task == "pretrain":
             raise ConfigError(["export: a pretraining run has no trained head to export; export the run you train "
@@ -380,6 +387,7 @@ def _run_stages(folder: Path, stages: list[tuple[str, dict[str, Any]]], callback
 
 
 def _train_stage(config: Mapping[str, Any], folder: Path, callbacks: Sequence[Any], resume: bool = False) -> Any:
+    from defectlab.plugin_system.components import create
     from defectlab.runs.run import write_resolved_config
     from defectlab.training.distributed import world_from_environment
     from defectlab.training.loop import Trainer
@@ -389,6 +397,7 @@ def _train_stage(config: Mapping[str, Any], folder: Path, callbacks: Sequence[An
     splits = folder / "splits.csv"
     resolved, data, model, loss, evaluators = build_stage(config, splits if resume and splits.is_file() else None)
     settings = TrainSettings(**resolved["train"])
+    callbacks = [*callbacks, *(create("callback", spec) for spec in resolved.get("callbacks", []))]
     if not resume and world_from_environment().is_main:  # under torchrun only rank 0 writes
         write_resolved_config(folder, resolved, settings.seed)
         data.save_splits(splits)
