@@ -336,6 +336,15 @@ def test_timm_by_name_and_close_matches():
         backbone("timm:resnet1")
 
 
+def test_timm_models_with_a_conv_head_get_a_head_of_its_width():
+    # MobileNetV3-Small-0.5 ends in 288 channels, then a 1x1 conv head to 1024: the embedding is 1024 wide
+    model = backbone("timm:mobilenetv3_small_050", num_classes=3).eval()
+    with torch.no_grad():
+        assert model.forward_features(images(2)).shape == (2, 1024)
+        assert model(images(2)).shape == (2, 3)
+    assert model.num_features == 1024
+
+
 def test_command_line_values_are_coerced():
     model = backbone("resnet18", freeze="conv1,bn1", attention="layer1", head_hidden="16", pooling="gem")
     assert not model.conv1.weight.requires_grad and model.layer1[0].conv1.weight.requires_grad

@@ -69,7 +69,8 @@ class TimmClassifier(ClassifierBase):
             kwargs["drop_path_rate"] = drop_path_rate
         self.model_name = model_name
         self.encoder = timm.create_model(model_name, pretrained=False, num_classes=0, **kwargs)
-        self.num_features = self.encoder.num_features
+        # the pre-logits width: after a conv head (MobileNetV3's 1024 from 288 channels) it is not num_features
+        self.num_features = getattr(self.encoder, "head_hidden_size", None) or self.encoder.num_features
         self.head = classifier_head(self.num_features, num_classes, head_dropout, head_hidden)
         self.setup_weights_and_freezing(weights, freeze, model_name, **kwargs)
 
