@@ -5,7 +5,9 @@ rank, in the order the callbacks were given. A callback is an object with any of
 ``on_<event>`` methods (subclass :class:`Callback` and override what you need); a plain function
 ``f(trainer, record)`` is an ``epoch_end`` callback, as before the events existed. The engine's
 own training features (the weight average, mixup, channels-last batches) are callbacks too, so
-an experiment tracker sees exactly what they see (docs/training.md, "Events").
+an experiment tracker sees exactly what they see (docs/training.md, "Events"). A callback may end
+the run after the current epoch with ``trainer.stop(status, message)`` (``defectlab tune`` prunes
+a trial so: run.json says 'pruned').
 
 =================  ==========================  ===================================================
 event              arguments after trainer     when
