@@ -5,14 +5,15 @@ from __future__ import annotations
 import click
 from defectlab.cli.output import echo_json
 from defectlab.plugin_system.parameters import default_of
-from defectlab.workflows.tune import SPEC_FORMS, tune, tune_settings
+from defectlab.workflows.tune import tune, tune_settings
 
 
 @click.command("tune")
 @click.argument("config", type=click.Path(dir_okay=False))
 @click.option("--param", "params", multiple=True, metavar="KEY=SPEC",
-              help=f"A config key to search (repeatable), SPEC {SPEC_FORMS.replace(' or a list of choices', '')}: "
-                   f"e.g. --param train.lr=log:1e-5:1e-2 --param loss.name=choice:cross_entropy,multiclass_focal.")
+              help="A config key to search (repeatable): KEY=LOW:HIGH (floats), KEY=log:LOW:HIGH, KEY=int:LOW:HIGH "
+                   "or KEY=choice:A,B,..., e.g. --param train.lr=log:1e-5:1e-2 --param "
+                   "train.optimizer=choice:sgd,adamw.")
 @click.option("--trials", type=click.IntRange(1),
               help=f"Trials of the study in all, over every worker and run (default "
                    f"{default_of(tune_settings, 'trials')}).")
@@ -51,8 +52,8 @@ def tune_command(config: str, params: tuple[str, ...], trials: int | None, timeo
 
     def progress(trial: dict) -> None:
         value = "" if trial["value"] is None else f" {trial['value']:.4g}"
-        click.echo(f"trial {trial['number']}: {trial['state']}{value} after {trial['epochs'] or 0} epoch(s) "
-                   f"{trial['params']}", err=True)
+        click.echo(f"trial {trial['number']}: {trial['state']}{value} after {trial['epochs'] or 0} epoch(s), "
+                   f"{values_text(trial['params'])}", err=True)
 
     result = tune(config, list(params), out=out, overrides=overrides, on_trial=progress,
                   **{key: value for key, value in given.items() if value is not None})
@@ -64,8 +65,14 @@ def tune_command(config: str, params: tuple[str, ...], trials: int | None, timeo
     if best is None:
         click.echo(f"no trial has completed yet; {result.metric} has no best")
     else:
-        click.echo(f"best: trial {best['number']}, {result.metric} {best['value']:.4g} with {best['params']}")
+        click.echo(f"best: trial {best['number']}, {result.metric} {best['value']:.4g}: {values_text(best['params'])}")
     click.echo("results: " + ", ".join(str(path) for path in result.files.values()))
+
+
+def values_text(params: dict) -> str:
+    """``loss.alpha=0.5822, train.optimizer=sgd``: a trial's values for people."""
+    return ", ".join(f"{key}={value:.4g}" if isinstance(value, float) else f"{key}={value}"
+                     for key, value in params.items())
 
 
 COMMANDS = [tune_command]
