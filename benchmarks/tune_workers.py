@@ -11,9 +11,10 @@ study in a fresh SQLite file, once with one ``defectlab tune`` process and once 
 by ``--storage``/``--study`` (every other round the two go first), each process with
 ``OMP_NUM_THREADS=--threads``. Reported: the wall time from the start of the processes to the
 end of the last (process start, the metric check and the report included), the CPU seconds of
-all the processes together, trials per hour, and the ratio of two workers to one. The aim on a machine with two free cores is at least 1.6x:
-the workers share nothing but the study, so the ratio shows what the storage and the limit
-bookkeeping cost. Timings are never asserted in tests.
+all the processes together, trials per hour, and the ratio of two workers to one. The aim, on a
+machine with two free cores, is at least 1.6x: the workers share nothing but the study, so the
+ratio shows what the storage and the bookkeeping of the limit cost. Timings are never asserted
+in tests.
 """
 
 from __future__ import annotations

@@ -84,7 +84,8 @@ def test_a_study_of_three_trials_through_the_cli(tiny, tmp_path, run_cli):
     table = json.loads((out / "comparison.json").read_text())
     assert {"trial", "value", "train.lr", "model.width", "train.optimizer"} <= set(table["columns"])
     lines = result.stdout.splitlines()
-    assert lines[0].split() == ["trial", "state", "value", "train.lr", "model.width", "train.optimizer", "epochs", "run"]
+    header = ["trial", "state", "value", "train.lr", "model.width", "train.optimizer", "epochs", "run"]
+    assert lines[0].split() == header
     assert f"best: trial {saved['best']['number']}" in result.stdout
 
 
