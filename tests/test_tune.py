@@ -16,7 +16,7 @@ from pathlib import Path
 
 import defectlab as dl
 import pytest
-from defectlab.workflows.tune import PruneTrial, Space, parse_space, seconds
+from defectlab.workflows.tune import PruneTrial, Space, parse_space, seconds, within_limit
 
 from tests.tiny_models import write_two_class_folder
 
@@ -48,6 +48,20 @@ def test_search_spaces_and_times_are_read_as_documented():
     assert [seconds(v, "t") for v in (90, "90s", "30m", "1.5h", "1d")] == [90, 90, 1800, 5400, 86400]
     with pytest.raises(dl.ParameterError, match="positive time"):
         seconds("1 week", "tune.timeout")
+    with pytest.raises(dl.ParameterError, match='write each key whole and in quotes, \\[tune.params\\] "train.lr"'):
+        parse_space("train", {"lr": "log:1e-5:1e-2"}, "tune.params.train")
+
+
+def test_a_trial_takes_a_place_of_the_limit_unless_it_never_trained_or_its_worker_ended():
+    study = optuna.create_study()
+    trials = [study.ask() for _ in range(4)]  # numbers 0-3, running
+    assert [within_limit(study, t, 3) for t in trials] == [True, True, True, False]
+    study.tell(trials[1], state=optuna.trial.TrialState.FAIL)  # cut off (interrupted, or its heartbeat stopped)
+    assert within_limit(study, trials[3], 3)
+    trials[2].set_user_attr("error", "the loss became nan")  # failed by its own training: it counts
+    study.tell(trials[2], state=optuna.trial.TrialState.FAIL)
+    assert within_limit(study, trials[3], 3)
+    assert not within_limit(study, study.ask(), 3)  # 0, 2 and 3 hold the places
 
 
 def test_a_study_of_three_trials_through_the_cli(tiny, tmp_path, run_cli):
@@ -151,6 +165,24 @@ def test_a_study_run_again_is_continued_up_to_its_trials(tiny, tmp_path):
         dl.tune(base, ["train.lr=log:1e-4:1e-1"], trials=4, out=out)
     with pytest.raises(dl.DataError, match="holds the trials of study 'base'"):
         dl.tune(base, [LR], trials=4, out=out, study="other")
+
+
+def test_an_interrupted_trial_is_written_down_and_trained_again_by_the_next_run(tiny, tmp_path, monkeypatch):
+    import defectlab.workflows.train as training
+
+    def interrupt(trainer, record):
+        raise KeyboardInterrupt
+
+    plain = training.train
+    monkeypatch.setattr(training, "train", lambda config, **kw: plain(config, **{**kw, "callbacks": [interrupt]}))
+    base, out = config(tmp_path), tmp_path / "tune"
+    with pytest.raises(dl.TrainingError, match="trial 0 was interrupted .* run the same command again"):
+        dl.tune(base, [LR], trials=1, out=out)
+    assert [t["state"] for t in json.loads((out / "tune.json").read_text())["trials"]] == ["fail"]
+    assert dl.Run(out / "trial-0").status["status"] == "interrupted"
+    monkeypatch.setattr(training, "train", plain)
+    again = dl.tune(base, [LR], trials=1, out=out)  # the interrupted trial took no place of the limit
+    assert [(t["number"], t["state"]) for t in again.trials] == [(0, "fail"), (1, "complete")]
 
 
 WORKER = textwrap.dedent("""

@@ -52,8 +52,9 @@ def tune_command(config: str, params: tuple[str, ...], trials: int | None, timeo
 
     def progress(trial: dict) -> None:
         value = "" if trial["value"] is None else f" {trial['value']:.4g}"
+        error = f" ({trial['error'].splitlines()[0]})" if trial["error"] else ""
         click.echo(f"trial {trial['number']}: {trial['state']}{value} after {trial['epochs'] or 0} epoch(s), "
-                   f"{values_text(trial['params'])}", err=True)
+                   f"{values_text(trial['params'])}{error}", err=True)
 
     result = tune(config, list(params), out=out, overrides=overrides, on_trial=progress,
                   **{key: value for key, value in given.items() if value is not None})

@@ -152,6 +152,9 @@ def parse_space(key: str, spec: Any, where: str) -> Space:
         if len(set(map(repr, spec))) < len(spec):
             raise ParameterError(f"{where}: a choice is given twice in {spec}")
         return Space(key, "choice", choices=tuple(spec))
+    if isinstance(spec, dict):
+        raise ParameterError(f"{where}: a table; write each key whole and in quotes, [tune.params] "
+                             f"\"{key}.{next(iter(spec), 'name')}\" = \"LOW:HIGH\", not [tune.params.{key}]")
     if not isinstance(spec, str):
         raise ParameterError(f"{where}: expected {SPEC_FORMS}, got {spec!r}")
     kind, _, rest = spec.partition(":")
@@ -409,8 +412,11 @@ def tune(config: str | Path | Mapping[str, Any], params: Mapping[str, Any] | Seq
                      "direction": direction}, shown_url(url))
         result = Tuning(folder, name, shown_url(url), options["storage"] and shown_url(options["storage"]), metric,
                         direction, [s.key for s in spaces])
-        run_study(study, values, spaces, metric, options, folder, on_trial)
-        return write_tuning(study, result, values, source)
+        try:
+            run_study(study, values, spaces, metric, options, folder, on_trial)
+        finally:  # the study so far is written even when a trial is interrupted
+            write_tuning(study, result, values, source)
+        return result
 
 
 @contextmanager
@@ -543,7 +549,7 @@ def trial_record(trial: Any) -> dict[str, Any]:
             "error": trial.user_attrs.get("error")}
 
 
-def write_tuning(study: Any, result: Tuning, config: dict[str, Any], source: str) -> Tuning:
+def write_tuning(study: Any, result: Tuning, config: dict[str, Any], source: str) -> None:
     """tune.json, best.toml (the config with the best trial's values), history.png, importance.png (once two
     complete trials differ) and report.html (the trials that ran on this machine side by side) into the folder."""
     import tomli_w
@@ -570,7 +576,6 @@ def write_tuning(study: Any, result: Tuning, config: dict[str, Any], source: str
                                               f"{result.direction} {result.metric}", labels=labels,
                                               figures=figures).report
     write_json(folder / TUNE_FILE, result.to_dict())
-    return result
 
 
 def plot_history(result: Tuning, path: Path) -> Path:
