@@ -461,11 +461,11 @@ def claim(out: str | Path | None, study: str, storage: str | None) -> tuple[Path
     from defectlab.runs.run import new_run_dir
 
     storage = None if storage is None else shown_url(storage)
-    if out is not None and (Path(out) / TUNE_FILE).is_file():
-        saved = json.loads((Path(out) / TUNE_FILE).read_text())
-        if (saved.get("study"), saved.get("storage_given")) == (study, storage):
+    saved = json.loads((Path(out) / TUNE_FILE).read_text()) if out and (Path(out) / TUNE_FILE).is_file() else {}
+    if "study" in saved:  # a tune folder (tune-oii's tune.json is refused by new_run_dir)
+        if (saved["study"], saved.get("storage_given")) == (study, storage):
             return Path(out), False
-        raise DataError(f"'{out}' holds the trials of study '{saved.get('study')}' in "
+        raise DataError(f"'{out}' holds the trials of study '{saved['study']}' in "
                         f"{saved.get('storage_given') or 'its own study.db'}; choose another --out, or give the same "
                         f"--study and --storage to continue it")
     made = out is None or not Path(out).exists()
