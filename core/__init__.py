@@ -92,6 +92,7 @@ _LAZY = {  # public names whose modules import torch, click or onnxruntime
     "train": "defectlab.workflows.train",
     "pretrain": "defectlab.workflows.pretrain",
     "sweep": "defectlab.workflows.sweep",
+    "tune": "defectlab.workflows.tune",
     "evaluate_run": "defectlab.workflows.evaluate",
     "load_trained": "defectlab.workflows.predict",
     "predict": "defectlab.workflows.predict",
@@ -125,7 +126,7 @@ __all__ = [
     "write_subset_csv",
     # training and using runs
     "train", "pretrain", "Trainer", "Callback", "TrainSettings", "Run", "freeze_backbone", "init_backbone_from",
-    "evaluate_run", "load_trained", "predict", "compare_runs", "sweep", "tune_oii", "OIITuning",
+    "evaluate_run", "load_trained", "predict", "compare_runs", "sweep", "tune", "tune_oii", "OIITuning",
     # deployment
     "export", "check_parity", "load_exported", "ExportedModel",
 ]

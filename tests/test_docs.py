@@ -273,7 +273,7 @@ def test_the_tours_quick_commands_run_as_written(args, run_cli, monkeypatch):
 def test_the_tours_training_configs_validate_with_their_settings(run_cli, monkeypatch):
     monkeypatch.chdir(ROOT)
     for args in tour_commands():
-        if args[0] in ("train", "pretrain", "sweep", "tune-oii") and args[1].endswith(".toml"):
+        if args[0] in ("train", "pretrain", "sweep", "tune-oii", "tune") and args[1].endswith(".toml"):
             settings = [word for option, value in zip(args, args[1:]) if option == "--set" for word in (option, value)]
             result = run_cli("validate", args[1], *settings)
             assert result.exit_code == 0, f"{' '.join(args)}: {result.output}"
@@ -282,7 +282,8 @@ def test_the_tours_training_configs_validate_with_their_settings(run_cli, monkey
 def test_every_file_the_tour_names_exists_or_an_earlier_line_writes_it():
     written: list[str] = []
     for args in tour_commands():
-        named = [(option, word) for option, word in zip(["", *args], args) if option not in ("--set", "--grid")]
+        named = [(option, word) for option, word in zip(["", *args], args)
+                 if option not in ("--set", "--grid", "--param", "--metric")]
         for option, word in named:
             if option == "--out":
                 written.append(word)

@@ -27,11 +27,13 @@ def _register_builtin_commands() -> None:
         screen_command,
         sweep_command,
         train_commands,
+        tune_command,
         tune_oii_command,
     )
 
     for module in (catalog, component_verbs, config_commands, convert_command, data_commands, demo_command,
-                   export_command, pretrain_command, screen_command, sweep_command, train_commands, tune_oii_command):
+                   export_command, pretrain_command, screen_command, sweep_command, train_commands, tune_command,
+                   tune_oii_command):
         for command in module.COMMANDS:
             cli.add_command(command)
 

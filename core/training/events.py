@@ -5,7 +5,9 @@ order the callbacks were given. A callback is an object with any of the ``on_<ev
 (subclass :class:`Callback`, the ``callback`` kind's protocol, and override what you need); a
 plain function ``f(trainer, record)`` is an ``epoch_end`` callback, as before the events existed.
 The engine's own training features (the weight average, mixup) are callbacks too, so an
-experiment tracker sees exactly what they see (docs/kinds/callback.md).
+experiment tracker sees exactly what they see (docs/kinds/callback.md). A callback may end the run after the
+current epoch with ``trainer.stop(status, message)`` (``defectlab tune`` prunes a trial so:
+run.json says 'pruned').
 
 =================  ==============  ====  =============================================================
 event              arguments       rank  when

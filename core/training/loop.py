@@ -128,6 +128,14 @@ def mixed_precision(device: torch.device) -> torch.dtype | None:
     return torch.bfloat16 if native else None
 
 
+def set_up_components(data: Any, *components: Any) -> None:
+    """Give the loss and evaluators that have ``setup`` the data's class names and training counts."""
+    counts = data.class_counts("train")
+    for component in components:
+        if component is not None and hasattr(component, "setup"):
+            component.setup(classes=list(data.classes), class_counts=counts)
+
+
 @contextmanager
 def terminate_as_interrupt() -> Iterator[None]:
     """SIGTERM (a job scheduler, ``kill``) stops a training like Ctrl-C: last.pt kept, run.json says how
@@ -182,14 +190,12 @@ class Trainer:
         self.schedule: torch.optim.lr_scheduler.LRScheduler | None = None
         self.synthesizer: Any = None  # train.tail_synthesis's queues, built in _prepare
         self.star_explained = False  # the first epoch line with a * says what it means
+        self.stopped: tuple[str, str] | None = None  # (status, message) a callback's stop() asked for
 
     # --- set-up ----------------------------------------------------------------------------------
 
     def _prepare(self, resume: bool) -> None:
-        counts = self.data.class_counts("train")
-        for component in (self.loss, *self.evaluators):
-            if component is not None and hasattr(component, "setup"):
-                component.setup(classes=list(self.data.classes), class_counts=counts)
+        set_up_components(self.data, self.loss, *self.evaluators)
         if self.settings.init_from and not resume:  # a resumed run restores every tensor from last.pt
             report = init_backbone_from(self.model, self.settings.init_from)
             self.transfer_report = report.to_dict()
@@ -280,7 +286,14 @@ class Trainer:
             self.events.fire("fit_start", self)
             self._status("running")
             self._loop()
-            self._finish()
+            if self.stopped is None:
+                self._finish()
+            else:
+                self._status(*self.stopped)
+                if self.world.is_main:
+                    from defectlab.runs.report import write_run_report
+
+                    write_run_report(self.folder)
             from defectlab.runs.run import Run
 
             self.events.fire("fit_end", self, Run(self.folder))
@@ -306,6 +319,9 @@ class Trainer:
             self.epoch += 1
             stop = self._after_epoch(record)
             self.events.fire("epoch_end", self, record)
+            if self.stopped is not None:
+                self._say(f"stopped after epoch {self.epoch}: {self.stopped[1]}")
+                break
             if stop:
                 self._say(f"early stop after epoch {self.epoch}: {self.settings.monitor} has not improved for "
                           f"{self.bad_evaluations} evaluations (best {self.best['value']:.4g} at epoch "
@@ -517,6 +533,11 @@ class Trainer:
 
         write_run_report(self.folder)  # where it is, is the caller's to say (the CLI prints it)
         distributed.barrier(self.world)
+
+    def stop(self, status: str, message: str) -> None:
+        """End the run after this epoch as ``status`` (e.g. 'pruned'), for a callback: last.pt and best.pt
+        are kept, the final evaluation is skipped, run.json records the status and ``message``."""
+        self.stopped = (status, message)
 
     # --- bookkeeping -----------------------------------------------------------------------------
 

@@ -56,8 +56,15 @@ def pretrain_settings(*, picture_every: Annotated[int, Range(0)] = 5) -> None:
     """
 
 
+def tune_settings_function() -> Any:
+    from defectlab.workflows.tune import tune_settings
+
+    return tune_settings
+
+
 def train_schema() -> dict[str, Section]:
-    """Sections of a training config (the data and train tables are checked against their classes)."""
+    """Sections of a training config (the data and train tables are checked against their classes); ``[tune]``
+    is the search of ``defectlab tune``, which ``train`` leaves alone."""
     return {
         "data": Section(settings=data_settings_function(), required=True),
         "model": Section(kind="backbone", required=True),
@@ -69,6 +76,7 @@ def train_schema() -> dict[str, Section]:
         "pretrain": Section(settings=pretrain_settings),
         "stages": Section(value_type=list[dict]),
         "export": Section(settings=export_settings),
+        "tune": Section(settings=tune_settings_function()),
     }
 
 
