@@ -19,7 +19,7 @@ from typing import Any
 
 from defectlab import Callback, DataError, DefectlabError, Run, write_json
 
-from defectlab_plugins.trackers.values import flattened, numbers
+from defectlab_plugins.trackers.values import final_scores, flattened, numbers
 
 INSTALL = "pip install 'defectlab[mlflow]'"
 #: The run folder's file that names the MLflow run it logs to.
@@ -70,6 +70,11 @@ def param_value(value: Any) -> str:
     """``value`` as text that fits a parameter, cut with a note when too long."""
     text = str(value)
     return text if len(text) <= VALUE_LENGTH else text[:VALUE_LENGTH - len(TRUNCATED)] + TRUNCATED
+
+
+def batches(items: list[Any], size: int) -> list[list[Any]]:
+    """``items`` in requests of at most ``size``."""
+    return [items[start:start + size] for start in range(0, len(items), size)]
 
 
 def run_tags(run: Run) -> dict[str, str]:
@@ -165,8 +170,7 @@ class MLflow(Callback):
         self.save_record(trainer.folder, record["epoch"])
 
     def on_fit_end(self, trainer: Any, run: Any) -> None:
-        split = run.evaluation.get("split", "test")
-        self.log_metrics({f"{split}/{k}": v for k, v in numbers(run.scores).items()}, trainer.epoch)
+        self.log_metrics(final_scores(run), trainer.epoch)
         if self.artifacts:
             log_files(self.client, self.run_id, trainer.folder)
         self.client.set_terminated(self.run_id, "FINISHED")
@@ -178,17 +182,15 @@ class MLflow(Callback):
 
         known = self.client.get_run(self.run_id).data.params
         params = [Param(mlflow_name(k), param_value(v)) for k, v in flattened(config).items()]
-        params = [p for p in params if p.key not in known]
-        for start in range(0, len(params), PARAMS_PER_BATCH):
-            self.client.log_batch(self.run_id, params=params[start:start + PARAMS_PER_BATCH])
+        for batch in batches([p for p in params if p.key not in known], PARAMS_PER_BATCH):
+            self.client.log_batch(self.run_id, params=batch)
 
     def log_metrics(self, values: dict[str, float], step: int) -> None:
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        metrics = [Metric(mlflow_name(k), v, now, step) for k, v in values.items()]
-        for start in range(0, len(metrics), METRICS_PER_BATCH):
-            self.client.log_batch(self.run_id, metrics=metrics[start:start + METRICS_PER_BATCH])
+        for batch in batches([Metric(mlflow_name(k), v, now, step) for k, v in values.items()], METRICS_PER_BATCH):
+            self.client.log_batch(self.run_id, metrics=batch)
 
     def save_record(self, folder: Path, epoch: int) -> None:
         """mlflow.json: the MLflow run of the run folder and the last epoch it has."""

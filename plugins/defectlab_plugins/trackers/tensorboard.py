@@ -11,7 +11,7 @@ from typing import Annotated, Any
 
 from defectlab import Callback, DefectlabError, Range, UnreadableImageError
 
-from defectlab_plugins.trackers.values import flattened, numbers
+from defectlab_plugins.trackers.values import final_scores, flattened, numbers
 
 INSTALL = "pip install 'defectlab[tensorboard]'"
 #: Width in pixels of one image in the pictures of predictions, and the height of its caption.
@@ -72,8 +72,7 @@ class TensorBoard(Callback):
     def on_fit_end(self, trainer: Any, run: Any) -> None:
         from torch.utils.tensorboard.summary import hparams
 
-        split = run.evaluation.get("split", "test")
-        final = {f"{split}/{k}": v for k, v in numbers(run.scores).items()}
+        final = final_scores(run)
         for summary in hparams(flattened(run.config), final):
             self.writer.file_writer.add_summary(summary)
         for key, value in final.items():

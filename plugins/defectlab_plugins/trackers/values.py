@@ -1,4 +1,5 @@
-"""What the trackers log, from a run's own records: the config flattened, the numbers of a metrics line."""
+"""What the trackers log, from a run's own records: the config flattened, the numbers of a metrics line, the
+final scores."""
 
 from __future__ import annotations
 
@@ -20,3 +21,9 @@ def flattened(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 def numbers(values: dict[str, Any]) -> dict[str, float]:
     """The entries of ``values`` that are numbers (not flags)."""
     return {k: float(v) for k, v in values.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
+def final_scores(run: Any) -> dict[str, float]:
+    """The scores of a finished run's final evaluation (of best.pt), named after its split: ``test/accuracy``, ..."""
+    split = run.evaluation.get("split", "test")
+    return {f"{split}/{k}": v for k, v in numbers(run.scores).items()}
