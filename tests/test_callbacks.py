@@ -70,7 +70,7 @@ def test_a_plugin_callback_in_a_config_hears_every_event_in_order(event_log, two
 
 def test_a_callback_is_built_listed_and_shown_like_every_kind(event_log, run_cli):
     assert isinstance(dl.create("callback", {"name": "event_log", "fail_at": "fit_end"}), dl.Callback)
-    assert [c.name for c in dl.list_components("callback")] == ["event_log", "tensorboard"]
+    assert [c.name for c in dl.list_components("callback")] == ["event_log", "mlflow", "tensorboard"]
     assert dl.describe("callback", "event_log")["plugin"] == "event_log_plugin"
     listed = run_cli("list", "callback")
     assert listed.exit_code == 0 and "event_log_plugin" in listed.output and "tensorboard" in listed.output

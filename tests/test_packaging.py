@@ -111,7 +111,7 @@ def test_listing_and_showing_components_imports_no_heavy_library():
             "for args in (['list'], ['show', 'backbone', 'resnet18'], ['show', 'distance', 'emd']):\n"
             "    assert CliRunner().invoke(cli, args).exit_code == 0, args\n"
             "heavy = {'torchmetrics', 'torchvision', 'sklearn', 'timm', 'segmentation_models_pytorch', 'scipy', 'ot',\n"
-            "         'matplotlib'}\n"
+            "         'matplotlib', 'mlflow'}\n"
             "print(sorted({name.split('.')[0] for name in sys.modules} & heavy))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

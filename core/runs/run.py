@@ -140,6 +140,11 @@ class Run:
         return self._json("config.json").get("config", {})
 
     @property
+    def versions(self) -> dict[str, Any]:
+        """The Python, defectlab and plugin versions the run was trained with."""
+        return self._json("config.json").get("versions", {})
+
+    @property
     def status(self) -> dict[str, Any]:
         """run.json: status, epochs done, best epoch, skipped images, transfer report, data summary."""
         return self._json("run.json")

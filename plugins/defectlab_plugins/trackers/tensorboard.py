@@ -11,6 +11,8 @@ from typing import Annotated, Any
 
 from defectlab import Callback, DefectlabError, Range, UnreadableImageError
 
+from defectlab_plugins.trackers.values import final_scores, flattened, numbers
+
 INSTALL = "pip install 'defectlab[tensorboard]'"
 #: Width in pixels of one image in the pictures of predictions, and the height of its caption.
 PANEL, CAPTION = 96, 26
@@ -23,23 +25,6 @@ def summary_writer() -> Any:
     except ImportError as exc:
         raise DefectlabError(f"the tensorboard callback needs the tensorboard package ({exc}): {INSTALL}") from None
     return SummaryWriter
-
-
-def flattened(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """``{"train": {"lr": 0.1}}`` -> ``{"train.lr": 0.1}``; what TensorBoard's hparams cannot hold (lists, None)
-    as text."""
-    result: dict[str, Any] = {}
-    for key, value in config.items():
-        if isinstance(value, dict):
-            result.update(flattened(value, f"{prefix}{key}."))
-        else:
-            result[f"{prefix}{key}"] = value if isinstance(value, (bool, int, float, str)) else str(value)
-    return result
-
-
-def numbers(values: dict[str, Any]) -> dict[str, float]:
-    """The entries of ``values`` that are numbers (not flags)."""
-    return {k: float(v) for k, v in values.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
 
 class TensorBoard(Callback):
@@ -87,8 +72,7 @@ class TensorBoard(Callback):
     def on_fit_end(self, trainer: Any, run: Any) -> None:
         from torch.utils.tensorboard.summary import hparams
 
-        split = run.evaluation.get("split", "test")
-        final = {f"{split}/{k}": v for k, v in numbers(run.scores).items()}
+        final = final_scores(run)
         for summary in hparams(flattened(run.config), final):
             self.writer.file_writer.add_summary(summary)
         for key, value in final.items():
