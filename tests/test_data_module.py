@@ -263,12 +263,12 @@ def test_mask_checks_name_the_sample_sizes_and_values():
 
 def test_cache_decodes_each_image_once_over_two_epochs():
     cached = ArrayDataset([6, 4])
-    data = DataModule(cached, split=[1.0, 0.0], batch_size=3, image_size=8)
+    data = DataModule(cached, split=[1.0, 0.0], batch_size=4, image_size=8)
     for epoch in (0, 1):
         assert sum(len(b["index"]) for b in data.loader("train", epoch=epoch)) == 10
     assert cached.loads == Counter({i: 1 for i in range(10)})
     uncached = ArrayDataset([6, 4])
-    data = DataModule(uncached, split=[1.0, 0.0], batch_size=3, image_size=8, cache_mb=0)
+    data = DataModule(uncached, split=[1.0, 0.0], batch_size=4, image_size=8, cache_mb=0)
     for epoch in (0, 1):
         list(data.loader("train", epoch=epoch))
     assert uncached.loads == Counter({i: 2 for i in range(10)})
@@ -308,3 +308,13 @@ def test_format_splits_can_be_set_aside():
     assert {k: len(v) for k, v in own.splits.items()} == {"train": 28, "val": 6, "test": 6}  # i % 20: 14/3/3
     mixed = DataModule(spec, image_size=32, format_splits=False, split=[0.5, 0.5])
     assert {k: len(v) for k, v in mixed.splits.items()} == {"train": 20, "test": 20}
+
+
+def test_a_last_training_batch_of_one_image_is_left_out(two_classes):
+    """17 training images in batches of 8: batch norm cannot train on the 17th alone, so it waits an epoch."""
+    data = DataModule(two_classes, split=(17 / 40, 23 / 40), image_size=16, batch_size=8)
+    assert len(data.splits["train"]) == 17
+    assert [len(batch["image"]) for batch in data.loader("train")] == [8, 8]
+    assert sum(len(batch["image"]) for batch in data.loader("test")) == 23  # evaluation keeps every image
+    even = DataModule(two_classes, split=(18 / 40, 22 / 40), image_size=16, batch_size=8)
+    assert [len(batch["image"]) for batch in even.loader("train")] == [8, 8, 2]

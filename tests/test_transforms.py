@@ -272,3 +272,37 @@ def test_a_detection_data_module_keeps_boxes_and_labels_matched_under_crops():
     batch = next(iter(module.loader("train")))
     for target in batch["target"]:
         assert len(target["boxes"]) == len(target["labels"]) and target["labels"].dtype == torch.long
+
+
+def test_image_normalisation_gives_each_image_mean_0_and_std_1():
+    from defectlab.workflows.export_graph import Preprocessing
+
+    rng = np.random.default_rng(3)
+    image = rng.integers(40, 200, (12, 12), dtype=np.uint8)
+    for channels in (1, 3):
+        x = ImageTransform(12, channels, "image")(image)
+        assert x.shape == (channels, 12, 12)
+        assert torch.allclose(x.mean((1, 2)), torch.zeros(channels), atol=1e-6)
+        assert torch.allclose(x.std((1, 2), unbiased=False), torch.ones(channels), atol=1e-5)
+        # by hand: (v - mean) / population std of the image's values in [0, 1]
+        values = image.astype(np.float64) / 255
+        assert x[0].numpy() == pytest.approx((values - values.mean()) / values.std(), abs=1e-5)
+        graph = Preprocessing((12, 12), channels, "image")(torch.tensor(image)[None, :, :, None])
+        assert torch.allclose(graph[0], x, atol=1e-5)  # the exported graph normalises the same way
+    brighter = ImageTransform(12, 1, "image")(image + np.uint8(30))  # exposure and gain drop out
+    assert torch.allclose(brighter, ImageTransform(12, 1, "image")(image), atol=1e-5)
+    flat = ImageTransform(12, 1, "image")(np.full((12, 12), 90, np.uint8))
+    assert flat.abs().max() < 1e-4  # no division by zero: a flat image stays flat
+
+
+def test_an_unknown_normalisation_is_named():
+    with pytest.raises(ParameterError, match="normalize must be one of 'imagenet', 'image', 'none', got 'per_image'"):
+        ImageTransform(12, 1, "per_image")
+
+
+def test_image_normalisation_scripts_for_torchscript():
+    from defectlab.workflows.export_graph import Preprocessing
+
+    image = torch.tensor(np.random.default_rng(4).integers(0, 256, (1, 10, 10, 1), dtype=np.uint8))
+    graph = Preprocessing((10, 10), 1, "image")
+    assert torch.allclose(torch.jit.script(graph)(image), graph(image), atol=1e-6)

@@ -28,10 +28,13 @@ from defectlab.workflows.export import DEFAULT_OPSET, EXPORTERS, MIN_OPSET, PARI
               help="Largest difference the check accepts (default per task; see docs/deploy.md).")
 @click.option("--tta", type=click.Choice(MODES), help="Test-time augmentation inside the graph (default: the run's "
               "train.tta).")
+@click.option("--logit-adjustment", "logit_adjustment", type=click.FloatRange(0), metavar="TAU",
+              help="Classifiers: predict with the logits minus TAU·log(training class shares) (default: the "
+                   "run's train.logit_adjustment; computed inside the graph).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing file.")
 def export_command(run: str, file_format: str, out: str | None, which: str, opset: int, exporter: str,
                    threshold: float | None, check: bool, images: int, tolerance: float | None, tta: str | None,
-                   overwrite: bool) -> None:
+                   logit_adjustment: float | None, overwrite: bool) -> None:
     """Export the model of RUN to ONNX or TorchScript, preprocessing inside.
 
     The file takes raw uint8 images (N, H, W, C) of any size and batch, and holds the class
@@ -43,7 +46,8 @@ def export_command(run: str, file_format: str, out: str | None, which: str, opse
     from defectlab.workflows.export import export
 
     result = export(run, file_format, out, which=which, opset=opset, exporter=exporter, threshold=threshold,
-                    check=check, images=images, tolerance=tolerance, overwrite=overwrite, tta=tta)
+                    check=check, images=images, tolerance=tolerance, overwrite=overwrite, tta=tta,
+                    logit_adjustment=logit_adjustment)
     click.echo(result.summary())
 
 

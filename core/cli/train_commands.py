@@ -64,14 +64,18 @@ def _print_result(run: Any) -> None:
 @click.option("--checkpoint", "which", type=click.Choice(["best", "last"]), default="best", show_default=True)
 @click.option("--out", type=click.Path(file_okay=False), help="Folder for the results (default RUN/evaluate-<time>).")
 @click.option("--tta", type=click.Choice(MODES), help="Test-time augmentation (default: the run's train.tta).")
+@click.option("--logit-adjustment", "logit_adjustment", type=click.FloatRange(0), metavar="TAU",
+              help="Classifiers: predict with the logits minus TAU·log(training class shares) (default: the "
+                   "run's train.logit_adjustment).")
 @click.option("--overwrite", is_flag=True, help="Replace what an earlier run wrote into --out.")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
 def evaluate_command(run: str, dataset: str | None, split: str, which: str, out: str | None, tta: str | None,
-                     overwrite: bool, as_json: bool) -> None:
+                     logit_adjustment: float | None, overwrite: bool, as_json: bool) -> None:
     """Score a trained RUN with its evaluators; save metrics.json, plots and misclassified.csv."""
     from defectlab.workflows.evaluate import evaluate_run
 
-    results = evaluate_run(run, dataset, split=split, which=which, out=out, overwrite=overwrite, tta=tta)
+    results = evaluate_run(run, dataset, split=split, which=which, out=out, overwrite=overwrite, tta=tta,
+                           logit_adjustment=logit_adjustment)
     if as_json:
         echo_json(results)
         return
@@ -104,12 +108,15 @@ def evaluate_command(run: str, dataset: str | None, split: str, which: str, out:
               help="Share of a slice that neighbouring slices overlap.")
 @click.option("--tta", type=click.Choice(MODES), help="Test-time augmentation (default: the run's train.tta; an "
               "exported file's own).")
+@click.option("--logit-adjustment", "logit_adjustment", type=click.FloatRange(0), metavar="TAU",
+              help="Classifiers: predict with the logits minus TAU·log(training class shares) (default: the "
+                   "run's train.logit_adjustment; an exported file's own).")
 @click.option("--overwrite", is_flag=True, help="Replace the outputs of an earlier prediction.")
 @click.option("--resume", is_flag=True, help="Continue a stopped prediction into --out: the images in its CSV are "
               "skipped, the others appended (same model and options only).")
 def predict_command(run: str, images: tuple[str, ...], out: str, which: str, batch_size: int,
                     threshold: float | None, slice_size: int | None, overlap: float, tta: str | None,
-                    overwrite: bool, resume: bool) -> None:
+                    logit_adjustment: float | None, overwrite: bool, resume: bool) -> None:
     """Predict IMAGES (files or folders) with a trained RUN and write a CSV of predictions.
 
     RUN is a run folder, a checkpoint, or a file `defectlab export` wrote: a .onnx file
@@ -122,7 +129,8 @@ def predict_command(run: str, images: tuple[str, ...], out: str, which: str, bat
     from defectlab.workflows.predict import predict  # imports no torch: an exported file predicts without it
 
     result = predict(run, images, out, batch_size=batch_size, which=which, threshold=threshold,
-                     overwrite=overwrite, slice_size=slice_size, overlap=overlap, tta=tta, resume=resume)
+                     overwrite=overwrite, slice_size=slice_size, overlap=overlap, tta=tta, resume=resume,
+                     logit_adjustment=logit_adjustment)
     earlier = f" ({result.resumed} of the images by the earlier prediction)" if result.resumed else ""
     click.echo(f"{result.predicted} predicted, {result.failed} failed{earlier}")
     click.echo(f"predictions: {result.csv}" + (f" (and {result.masks})" if result.masks else ""))

@@ -236,7 +236,8 @@ class DataModule:
         label_fraction: Share of the training labels to train on, per class (Hemmingsson and Olsson 2026: 0.01 to 0.2).
         image_size: Side of the square images the model gets.
         channels: Image channels the model gets: 3 (grey repeated) or 1 (colour to luminance).
-        normalize: 'imagenet' mean/std (one channel: 0.449/0.226) or 'none' (values in [0, 1]).
+        normalize: 'imagenet' mean/std (one channel: 0.449/0.226), 'image' (each image to mean 0, standard
+            deviation 1) or 'none' (values in [0, 1]).
         augment: Training augmentations, from flip, rotate, contrast, brightness, noise, resized_crop,
             randaugment, trivialaugment (docs/data.md).
         batch_size: Training batch size (per process under torchrun).
@@ -247,7 +248,8 @@ class DataModule:
             class), a milder re-balancing; 'none': each sample once per epoch.
         cache: Keep decoded, resized images in memory when they fit in ``cache_mb``.
         cache_mb: Memory for cached images, all splits together (split by split while they fit).
-        drop_last: Leave out the last training batch when it is smaller than batch_size.
+        drop_last: Leave out the last training batch when it is smaller than batch_size (a last batch of
+            one image is always left out: batch normalisation cannot train on one image).
     """
 
     def __init__(self, dataset: str | dict[str, Any] | DefectDataset, *,
@@ -260,7 +262,7 @@ class DataModule:
                  splits_csv: str | None = None,
                  label_fraction: Annotated[float, Range(0, 1, low_open=True)] = 1.0,
                  image_size: Annotated[int, Range(1)] = 224, channels: Literal[1, 3] = 3,
-                 normalize: Literal["imagenet", "none"] = "imagenet",
+                 normalize: Literal["imagenet", "image", "none"] = "imagenet",
                  augment: tuple[str, ...] = ("flip", "rotate", "contrast", "noise"),
                  batch_size: Annotated[int, Range(1)] = 32,
                  eval_batch_size: Annotated[int | None, Range(1)] = None, workers: Annotated[int, Range(0)] = 0,
@@ -462,9 +464,11 @@ class DataModule:
             sampler = EpochSampler(len(images), self.seed, self._weights, rank, world_size) if train else None
             height, width = self.transform.size
             target_shape = {"segment": (height, width), "detect": None, "anomaly": ANOMALY_TARGET}.get(self.task, ())
+            lone = train and len(sampler) > 1 and len(sampler) % self.batch_size == 1  # batch norm cannot train on it
             self._loaders[key] = DataLoader(
                 images, batch_size=self.batch_size if train else self.eval_batch_size, sampler=sampler,
-                num_workers=self.workers, persistent_workers=self.workers > 0, drop_last=self.drop_last and train,
+                num_workers=self.workers, persistent_workers=self.workers > 0,
+                drop_last=train and (self.drop_last or lone),
                 collate_fn=functools.partial(collate, image_shape=(self.transform.channels, height, width),
                                              target_shape=target_shape))
         loader = self._loaders[key]

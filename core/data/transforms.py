@@ -33,6 +33,15 @@ CONTRAST = 0.2  # factor drawn from [1 - CONTRAST, 1 + CONTRAST], about the imag
 BRIGHTNESS = 0.1  # shift drawn from [-BRIGHTNESS, BRIGHTNESS] of the full range
 NOISE_STD = 0.02
 LUMINANCE = (0.299, 0.587, 0.114)  # ITU-R 601, as PIL's convert("L")
+NORMALIZATIONS = ("imagenet", "image", "none")
+MIN_STD = 1 / 255  # 'image' normalisation divides by at least one grey level: a flat image stays about 0
+
+
+def standardized(x: torch.Tensor, min_std: float = MIN_STD) -> torch.Tensor:
+    """``x`` (…, C, H, W) with each image's channels shifted to mean 0 and scaled to standard deviation 1 (the
+    population one, at least ``min_std``); the exported graph (TorchScript too) calls this as well."""
+    centred = x - x.mean((-2, -1), keepdim=True)
+    return centred / centred.square().mean((-2, -1), keepdim=True).sqrt().clamp_min(min_std)
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 GREY_MEAN, GREY_STD = 0.449, 0.226  # the means of ImageNet's per-channel values
 
@@ -60,7 +69,10 @@ class ImageTransform:
     Args:
         image_size: Output size: one int for square images, or (height, width).
         channels: Channels of the output: 3 (grey images repeated) or 1 (colour to luminance).
-        normalize: 'imagenet' (ImageNet mean/std; for one channel mean 0.449, std 0.226) or 'none'.
+        normalize: 'imagenet' (ImageNet mean/std; for one channel mean 0.449, std 0.226), 'image'
+            (each image's channels to mean 0 and standard deviation 1, for cells or parts whose
+            exposure varies from image to image; brightness and contrast augmentation then change
+            nothing) or 'none'.
         augment: Augmentations applied when training, from flip, rotate, contrast, brightness,
             noise, resized_crop, randaugment, trivialaugment.
         task: 'classify' (images only), 'segment' (a mask may come with each image, and goes
@@ -68,15 +80,15 @@ class ImageTransform:
     """
 
     def __init__(self, image_size: int | tuple[int, int], channels: int = 3,
-                 normalize: Literal["imagenet", "none"] = "imagenet", augment: Sequence[str] = (),
+                 normalize: Literal["imagenet", "image", "none"] = "imagenet", augment: Sequence[str] = (),
                  task: Literal["classify", "segment", "detect"] = "classify") -> None:
         size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
         if len(size) != 2 or not all(isinstance(v, int) and v >= 1 for v in size):
             raise ParameterError(f"image_size must be a positive int or (height, width), got {image_size!r}")
         if channels not in (1, 3):
             raise ParameterError(f"channels must be 1 or 3, got {channels!r}")
-        if normalize not in ("imagenet", "none"):
-            raise ParameterError(f"normalize must be 'imagenet' or 'none', got {normalize!r}")
+        if normalize not in NORMALIZATIONS:
+            raise ParameterError(f"normalize must be one of {', '.join(map(repr, NORMALIZATIONS))}, got {normalize!r}")
         if task not in ("classify", "segment", "detect"):
             raise ParameterError(f"task must be 'classify', 'segment' or 'detect', got {task!r}")
         for name in augment:
@@ -157,6 +169,8 @@ class ImageTransform:
         tensor = self._with_channels(tensor)
         if self.normalize == "imagenet":
             tensor = (tensor - self._mean) / self._std
+        elif self.normalize == "image":
+            tensor = standardized(tensor)
         if labels is not None:
             return tensor, target, labels
         return tensor if target is None else (tensor, target)

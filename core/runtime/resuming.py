@@ -29,12 +29,14 @@ def settings_path(out: Path) -> Path:
     return out.with_name(out.stem + "_settings.json")
 
 
-def model_identity(path: Path, tta: str) -> dict[str, Any]:
-    """What identifies a model in the settings: its file, the SHA-256 of that file's bytes and its test-time
-    augmentation (a run moved elsewhere is the same model; a run trained on, or another run, is not)."""
+def model_identity(path: Path, tta: str, logit_adjustment: float = 0.0) -> dict[str, Any]:
+    """What identifies a model in the settings: its file, the SHA-256 of that file's bytes, its test-time
+    augmentation and its logit adjustment's τ where there is one (a run moved elsewhere is the same model; a run
+    trained on, or another run, is not)."""
     with path.open("rb") as handle:
         digest = hashlib.file_digest(handle, "sha256").hexdigest()
-    return {"model": str(path), "sha256": digest, "tta": tta}
+    identity = {"model": str(path), "sha256": digest, "tta": tta}
+    return {**identity, "logit_adjustment": logit_adjustment} if logit_adjustment else identity
 
 
 def check_settings(out: Path, settings: dict[str, Any]) -> None:

@@ -24,21 +24,23 @@ from defectlab.training.contracts import (
     checked_loss,
     checked_scores,
 )
+from defectlab.training.adjustment import adjusted
 from defectlab.training.tta import checked_tta, tta_logits
 from torch import nn
 
 SkipNote = Callable[[str, dict[str, Any]], None]
 
 
-def _forward(model: nn.Module, images: torch.Tensor, want_embeddings: bool, tta: str
-             ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Logits (of the mean probability over ``tta``'s views), and the penultimate-layer embeddings of the images
-    themselves when asked and the model has them."""
+def _forward(model: nn.Module, images: torch.Tensor, want_embeddings: bool, tta: str,
+             offsets: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Logits (of the mean probability over ``tta``'s views, plus a logit adjustment's ``offsets``), and the
+    penultimate-layer embeddings of the images themselves when asked and the model has them."""
     has_embeddings = want_embeddings and hasattr(model, "forward_features") and hasattr(model, "head")
     embeddings = model.forward_features(images) if has_embeddings else None
     if tta != "none":
-        return tta_logits(model, images, tta), embeddings
-    return checked_logits(model, model(images) if embeddings is None else model.head(embeddings)), embeddings
+        return adjusted(tta_logits(model, images, tta), offsets), embeddings
+    logits = checked_logits(model, model(images) if embeddings is None else model.head(embeddings))
+    return adjusted(logits, offsets), embeddings
 
 
 def to_device(target: Any, device: torch.device) -> Any:
@@ -53,9 +55,10 @@ def to_device(target: Any, device: torch.device) -> Any:
 @torch.no_grad()
 def evaluate_split(model: nn.Module, loss: nn.Module | None, data: Any, split: str, evaluators: Sequence[Any],
                    device: torch.device, on_skipped: SkipNote | None = None, amp: bool = False,
-                   tta: str = "none") -> dict[str, float]:
+                   tta: str = "none", offsets: torch.Tensor | None = None) -> dict[str, float]:
     """Mean loss (``loss``) and every evaluator's scores on ``split``, of the model's predictions under test-time
-    augmentation ``tta`` (classification and segmentation); evaluators are reset first."""
+    augmentation ``tta`` (classification and segmentation) and a classifier's logit adjustment ``offsets``
+    (:mod:`defectlab.training.adjustment`); evaluators are reset first."""
     checked_tta(data.task, tta)
     wants = set().union(*(getattr(e, "wants", ()) for e in evaluators)) if evaluators else set()
     for evaluator in evaluators:
@@ -77,7 +80,7 @@ def evaluate_split(model: nn.Module, loss: nn.Module | None, data: Any, split: s
                 elif isinstance(targets, dict):  # an anomaly model: a score and a map per image
                     pred, embeddings = checked_anomaly(model, model(images), images), None
                 else:
-                    pred, embeddings = _forward(model, images, "embeddings" in wants, tta)
+                    pred, embeddings = _forward(model, images, "embeddings" in wants, tta, offsets)
                 if loss is not None:
                     total += float(checked_loss(loss, loss(pred, targets))) * len(images)
             seen += len(images)
@@ -99,10 +102,10 @@ def evaluate_split(model: nn.Module, loss: nn.Module | None, data: Any, split: s
 
 def write_evaluation(model: nn.Module, loss: nn.Module | None, data: Any, split: str, evaluators: Sequence[Any],
                      device: torch.device, folder: Path, on_skipped: SkipNote | None = None,
-                     amp: bool = False, tta: str = "none") -> dict[str, Any]:
-    """Evaluate ``split`` (with test-time augmentation ``tta``) and save metrics.json (scores, details) and each
-    evaluator's plots/tables in ``folder``."""
-    scores = evaluate_split(model, loss, data, split, evaluators, device, on_skipped, amp, tta)
+                     amp: bool = False, tta: str = "none", offsets: torch.Tensor | None = None) -> dict[str, Any]:
+    """Evaluate ``split`` (with test-time augmentation ``tta`` and logit adjustment ``offsets``) and save
+    metrics.json (scores, details) and each evaluator's plots/tables in ``folder``."""
+    scores = evaluate_split(model, loss, data, split, evaluators, device, on_skipped, amp, tta, offsets)
     folder.mkdir(parents=True, exist_ok=True)
     details: dict[str, Any] = {}
     files: dict[str, str] = {}
@@ -112,7 +115,8 @@ def write_evaluation(model: nn.Module, loss: nn.Module | None, data: Any, split:
             details[name] = evaluator.details()
         if hasattr(evaluator, "write"):
             files.update({label: str(path) for label, path in evaluator.write(folder).items()})
-    results = {"split": split, "samples": len(data.splits[split]), "tta": tta, "scores": scores, "details": details,
-               "files": files}
+    results = {"split": split, "samples": len(data.splits[split]), "tta": tta,
+               "logit_offsets": None if offsets is None else [float(v) for v in offsets], "scores": scores,
+               "details": details, "files": files}
     write_json(folder / "metrics.json", results)
     return results

@@ -34,6 +34,7 @@ from defectlab.plugin_system.files import (
 )
 from defectlab.plugin_system.progress import progress
 from defectlab.training import distributed
+from defectlab.training.adjustment import logit_offsets
 from defectlab.training.checkpoints import load_checkpoint, save_checkpoint
 from defectlab.training.contracts import broken, checked_logits, checked_loss, checked_losses
 from defectlab.training.evaluation import evaluate_split, to_device, write_evaluation
@@ -173,6 +174,8 @@ class Trainer:
         self.model, self.loss, self.data = model, loss, data
         self.evaluators = list(evaluators)
         self.events = Events([*training_features(self.settings, data), *callbacks])
+        tau = self.settings.logit_adjustment  # the offsets of train.logit_adjustment, None when it is 0
+        self.offsets = logit_offsets(tau, data.class_counts("train"), data.classes) if tau else None
         self.extra = dict(describe or {})
         self.epoch = 0  # epochs completed
         self.best: dict[str, Any] = {"epoch": None, "value": None, "monitor": self.settings.monitor}
@@ -373,7 +376,8 @@ class Trainer:
         epoch = record["epoch"]
         if (epoch % self.settings.eval_every == 0 or epoch == self.settings.epochs) and "val" in self.data.splits:
             scores = evaluate_split(self.evaluated or self.network, self.loss, self.data, "val", self.evaluators,
-                                    self.device, on_skipped=self._note_skipped, amp=self.amp_on_gpu, tta=self.settings.tta)
+                                    self.device, on_skipped=self._note_skipped, amp=self.amp_on_gpu, tta=self.settings.tta,
+                                    offsets=self.offsets)
             record.update({f"val/{k}": v for k, v in scores.items()})
             self.events.fire("evaluation_end", self, "val", scores)
         return record
@@ -524,7 +528,7 @@ class Trainer:
         if split is not None:
             results = write_evaluation(model, self.loss, self.data, split, self.evaluators, self.device,
                                        self.folder / "eval" / split, on_skipped=self._note_skipped,
-                                       amp=self.amp_on_gpu, tta=self.settings.tta)
+                                       amp=self.amp_on_gpu, tta=self.settings.tta, offsets=self.offsets)
             self.events.fire("evaluation_end", self, split, results["scores"])
             self._say(f"{split}: " + ", ".join(f"{k} {v:.4g}" for k, v in results["scores"].items()
                                                if "/" not in k and isinstance(v, float)))

@@ -10,11 +10,13 @@ from defectlab.workflows.predict import load_trained
 
 
 def evaluate_run(run: str | Path, dataset: Any = None, split: str = "test", which: str = "best",
-                 out: str | Path | None = None, overwrite: bool = False, tta: str | None = None) -> dict[str, Any]:
+                 out: str | Path | None = None, overwrite: bool = False, tta: str | None = None,
+                 logit_adjustment: float | None = None) -> dict[str, Any]:
     """Score a run's model with its loss and evaluators on a whole ``dataset``, or on ``split`` of its own data.
 
     The model predicts with test-time augmentation ``tta`` ('none', 'flips' or 'dihedral'; default:
-    the run's train.tta). Writes metrics.json and each evaluator's plots and tables
+    the run's train.tta), and a classifier's logits adjusted by τ = ``logit_adjustment`` (default: the run's
+    train.logit_adjustment; see :mod:`defectlab.training.adjustment`). Writes metrics.json and each evaluator's plots and tables
     (misclassified.csv, ...) to ``out`` (default ``RUN/evaluate-<time>``) and returns them with
     ``folder`` added.
     """
@@ -28,7 +30,7 @@ def evaluate_run(run: str | Path, dataset: Any = None, split: str = "test", whic
     if not folder.is_dir():
         raise DataError(f"'{folder}' is not a run directory; evaluate needs the folder `defectlab train` wrote")
     config = Run(folder).config
-    trained = load_trained(folder, which, tta)
+    trained = load_trained(folder, which, tta, logit_adjustment)
     settings = {**config["data"], **trained.transform}
     if dataset is None:
         settings["splits_csv"] = str(folder / "splits.csv")
@@ -48,5 +50,5 @@ def evaluate_run(run: str | Path, dataset: Any = None, split: str = "test", whic
         if component is not None and hasattr(component, "setup"):
             component.setup(classes=list(data.classes), class_counts=data.class_counts("train"))
     results = write_evaluation(trained.model, loss, data, split, evaluators, torch.device("cpu"), target,
-                               tta=trained.tta)
+                               tta=trained.tta, offsets=trained.offsets)
     return {**results, "folder": str(target)}

@@ -97,7 +97,7 @@ def export_run(folder: Path, settings: dict[str, Any]) -> list[Exported]:
 def export(run: str | Path, file_format: str = "onnx", out: str | Path | None = None, *, which: str = "best",
            opset: int = DEFAULT_OPSET, exporter: str = "auto", threshold: float | None = None, check: bool = True,
            images: int = PARITY_IMAGES, tolerance: float | None = None, overwrite: bool = False,
-           tta: str | None = None) -> Exported:
+           tta: str | None = None, logit_adjustment: float | None = None) -> Exported:
     """Export a run's model to ``out`` (default ``RUN/<which>.onnx`` or ``.torchscript``) and check it.
 
     ``opset`` (ONNX, at least 18) and ``exporter`` ('auto': dynamo, else legacy) choose how the
@@ -106,7 +106,8 @@ def export(run: str | Path, file_format: str = "onnx", out: str | Path | None = 
     ``images`` of the run's validation images; an ExportError when they differ beyond
     ``tolerance`` (default per task, :data:`~defectlab.workflows.parity.TOLERANCES`). ``tta``
     ('none', 'flips' or 'dihedral'; default: the run's train.tta) is the test-time augmentation the
-    graph computes, and the run's side of the check with it.
+    graph computes, and the run's side of the check with it; ``logit_adjustment`` likewise the τ of a
+    classifier's logit adjustment (default: the run's train.logit_adjustment).
     """
     from defectlab.runtime.exported import load_exported
     from defectlab.runtime.predicting import checked_settings
@@ -120,7 +121,7 @@ def export(run: str | Path, file_format: str = "onnx", out: str | Path | None = 
     if file_format == "onnx" and opset < MIN_OPSET:
         raise ParameterError(f"opset {opset} is too old: the preprocessing's antialiased resize needs opset "
                              f"{MIN_OPSET} or newer")
-    trained = load_trained(run, which, tta)
+    trained = load_trained(run, which, tta, logit_adjustment)
     checked_settings(trained.task, threshold, None, 0.0)
     target = Path(out) if out is not None else trained.checkpoint.with_suffix(SUFFIXES[file_format])
     if target.suffix != SUFFIXES[file_format]:
@@ -164,6 +165,7 @@ def export_metadata(trained: TrainedModel, threshold: float | None, file_format:
         postprocess = dict(trained.model.export_postprocess(tuple(size)))
     return {"format_version": 1, "defectlab_version": VERSION, "task": trained.task, "classes": trained.classes,
             "threshold": threshold, "image_size": list(size), "transform": trained.transform, "tta": trained.tta,
+            "logit_adjustment": trained.logit_adjustment,
             "input": {"name": "images", "dtype": "uint8", "layout": "NHWC", "channels": [1, 3]},
             "outputs": list(OUTPUT_NAMES[trained.task]), "postprocess": postprocess, "model": trained.model_spec,
             "run": str(trained.checkpoint.parent), "checkpoint": trained.checkpoint.name, "format": file_format,
@@ -197,7 +199,8 @@ def write_onnx(trained: TrainedModel, threshold: float | None, metadata: dict[st
 
     from defectlab.workflows.export_graph import inference_graph
 
-    graph = inference_graph(trained.model, trained.task, trained.transform, threshold, tta=trained.tta)
+    graph = inference_graph(trained.model, trained.task, trained.transform, threshold, tta=trained.tta,
+                            offsets=trained.offsets)
     names = list(OUTPUT_NAMES[trained.task])
     used, reason = "dynamo", None
     if exporter in ("auto", "dynamo"):
@@ -320,8 +323,8 @@ def write_torchscript(trained: TrainedModel, threshold: float | None, metadata: 
     prepare = preprocessing(trained.transform)
     with torch.no_grad():
         try:
-            traced = torch.jit.trace(network_of(trained.model, trained.task, trained.tta).eval(), prepare(example),
-                                     check_trace=False, strict=False)
+            network = network_of(trained.model, trained.task, trained.tta, trained.offsets).eval()
+            traced = torch.jit.trace(network, prepare(example), check_trace=False, strict=False)
             scripted = torch.jit.script(inference_graph(trained.model, trained.task, trained.transform, threshold,
                                                         network=traced))
         except Exception as exc:  # tracing and TorchScript's compiler fail in many classes

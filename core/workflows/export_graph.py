@@ -27,7 +27,16 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from defectlab.data.transforms import GREY_MEAN, GREY_STD, IMAGENET_MEAN, IMAGENET_STD, LUMINANCE, ImageTransform
+from defectlab.data.transforms import (
+    GREY_MEAN,
+    GREY_STD,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    LUMINANCE,
+    ImageTransform,
+    standardized,
+)
+from defectlab.training.adjustment import adjusted
 from defectlab.training.tta import tta_logits
 
 
@@ -36,7 +45,7 @@ class Preprocessing(nn.Module):
 
     def __init__(self, size: tuple[int, int], channels: int, normalize: str) -> None:
         super().__init__()
-        self.size, self.channels = [int(size[0]), int(size[1])], int(channels)
+        self.size, self.channels, self.per_image = [int(size[0]), int(size[1])], int(channels), normalize == "image"
         if normalize == "imagenet":
             mean, std = (IMAGENET_MEAN, IMAGENET_STD) if channels == 3 else ((GREY_MEAN,), (GREY_STD,))
         else:
@@ -55,7 +64,7 @@ class Preprocessing(nn.Module):
         else:  # 0.299 R + 0.587 G + 0.114 B, or the grey channel itself
             weights = self.luminance[:c].view(1, -1, 1, 1)
             x = (x * weights).sum(1, keepdim=True) / weights.sum()
-        return (x - self.mean) / self.std
+        return standardized(x) if self.per_image else (x - self.mean) / self.std
 
 
     def _resized(self, x: Tensor, size: list[int]) -> Tensor:
@@ -89,6 +98,18 @@ class Augmented(Adapter):
 
     def forward(self, x: Tensor) -> Tensor:
         return tta_logits(self.model, x, self.tta)
+
+
+class Adjusted(Adapter):
+    """A classifier's logits plus the offsets of its post-hoc logit adjustment (:mod:`defectlab.training.adjustment`),
+    a constant of the graph."""
+
+    def __init__(self, model: nn.Module, offsets: Tensor) -> None:
+        super().__init__(model)
+        self.register_buffer("offsets", offsets.clone().float())
+
+    def forward(self, x: Tensor) -> Tensor:
+        return adjusted(self.model(x), self.offsets)
 
 
 class DenseDetections(Adapter):
@@ -138,13 +159,15 @@ GRAPHS = {"classify": ClassifierGraph, "segment": SegmenterGraph, "anomaly": Ano
 ADAPTERS: dict[str, Any] = {"anomaly": AnomalyOutputs, "detect": DenseDetections}
 
 
-def network_of(model: nn.Module, task: str, tta: str = "none") -> nn.Module:
+def network_of(model: nn.Module, task: str, tta: str = "none", offsets: Tensor | None = None) -> nn.Module:
     """The part of the graph between preprocessing and the task's answer: the model, its adapter, or the model
-    under test-time augmentation ``tta``."""
+    under test-time augmentation ``tta``; with a classifier's logit adjustment ``offsets`` added last."""
     if tta != "none":
-        return Augmented(model, tta)
-    adapter = ADAPTERS.get(task)
-    return model if adapter is None else adapter(model)
+        network: nn.Module = Augmented(model, tta)
+    else:
+        adapter = ADAPTERS.get(task)
+        network = model if adapter is None else adapter(model)
+    return network if offsets is None else Adjusted(network, offsets)
 
 
 def preprocessing(transform: dict[str, Any]) -> Preprocessing:
@@ -154,9 +177,9 @@ def preprocessing(transform: dict[str, Any]) -> Preprocessing:
 
 
 def inference_graph(model: nn.Module, task: str, transform: dict[str, Any], threshold: float | None,
-                    network: nn.Module | None = None, tta: str = "none") -> nn.Module:
+                    network: nn.Module | None = None, tta: str = "none", offsets: Tensor | None = None) -> nn.Module:
     """The whole graph of a run's model (see the module's docstring), with test-time augmentation ``tta``, in eval
     mode; ``network`` replaces the model's own (a traced copy, for TorchScript)."""
-    graph = GRAPHS[task](preprocessing(transform), network if network is not None else network_of(model, task, tta),
+    graph = GRAPHS[task](preprocessing(transform), network if network is not None else network_of(model, task, tta, offsets),
                          0.0 if threshold is None else threshold)
     return graph.eval()

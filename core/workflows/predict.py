@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from defectlab.plugin_system.errors import DataError
+from defectlab.plugin_system.errors import DataError, ParameterError
 from defectlab.runtime.predicting import Predictions, checked_settings, predict_files
 from defectlab.runtime.resuming import model_identity
 from defectlab.training.checkpoints import checkpoint_path, load_checkpoint
@@ -28,12 +28,17 @@ class TrainedModel:
     checkpoint: Path
     model_spec: dict[str, Any] | None = None
     tta: str = "none"
+    logit_adjustment: float = 0.0  # τ of train.logit_adjustment (defectlab.training.adjustment)
+    offsets: Any = None  # its offsets −τ·log π (a tensor), None without one
 
 
-def load_trained(run_or_file: str | Path, which: str = "best", tta: str | None = None) -> TrainedModel:
+def load_trained(run_or_file: str | Path, which: str = "best", tta: str | None = None,
+                 logit_adjustment: float | None = None) -> TrainedModel:
     """The model of a run (or checkpoint) with its trained weights, in eval mode, predicting with test-time
-    augmentation ``tta`` (default: the run's train.tta)."""
+    augmentation ``tta`` and a classifier's logit adjustment τ ``logit_adjustment`` (defaults: the run's train.tta
+    and train.logit_adjustment)."""
     from defectlab.plugin_system.components import create
+    from defectlab.training.adjustment import logit_offsets
     from defectlab.training.tta import checked_tta
 
     file = checkpoint_path(run_or_file, which)
@@ -44,11 +49,17 @@ def load_trained(run_or_file: str | Path, which: str = "best", tta: str | None =
         raise DataError(f"'{file}' is a pretraining run's: its encoder has no trained classifier to predict or "
                         f"evaluate with; train one on it with `defectlab train CONFIG --init-from "
                         f"{Path(run_or_file)}`")
-    tta = checked_tta(state["task"], state.get("settings", {}).get("tta", "none") if tta is None else tta)
+    settings = state.get("settings", {})
+    tta = checked_tta(state["task"], settings.get("tta", "none") if tta is None else tta)
+    tau = float(settings.get("logit_adjustment", 0.0) if logit_adjustment is None else logit_adjustment)
+    if tau and state["task"] != "classify":
+        raise ParameterError(f"logit_adjustment is for classifiers only; '{file}' is a '{state['task']}' model")
+    offsets = logit_offsets(tau, state.get("class_counts"), state["classes"])
     model = create("backbone", state["model_spec"])
     model.load_state_dict(state["model"])
     model.eval()
-    return TrainedModel(model, state["task"], state["classes"], state["transform"], file, state["model_spec"], tta)
+    return TrainedModel(model, state["task"], state["classes"], state["transform"], file, state["model_spec"], tta,
+                        tau, offsets)
 
 
 class TorchPredictor:
@@ -66,6 +77,7 @@ class TorchPredictor:
     def outputs(self, images: Sequence[Any]) -> list[dict[str, Any]]:
         import torch
 
+        from defectlab.training.adjustment import adjusted
         from defectlab.training.tta import tta_logits
 
         batch = torch.stack([self.transform(self.transform.resize(image), train=False) for image in images])
@@ -85,14 +97,14 @@ class TorchPredictor:
         if self.task == "segment":
             probabilities = torch.sigmoid(logits[:, 0]) if logits.shape[1] == 1 else torch.softmax(logits, 1)
         else:
-            probabilities = torch.softmax(logits, 1)
+            probabilities = torch.softmax(adjusted(logits, self.trained.offsets), 1)
         return [{"probabilities": row} for row in probabilities.numpy()]
 
 
 def predict(run_or_file: str | Path, inputs: Sequence[str | Path], out: str | Path, batch_size: int = 32,
             which: str = "best", threshold: float | None = None, overwrite: bool = False,
-            slice_size: int | None = None, overlap: float = 0.2, tta: str | None = None, resume: bool = False
-            ) -> Predictions:
+            slice_size: int | None = None, overlap: float = 0.2, tta: str | None = None, resume: bool = False,
+            logit_adjustment: float | None = None) -> Predictions:
     """Predict every image in ``inputs`` and write ``out`` (CSV); unreadable files get a row with the error.
 
     ``run_or_file`` is a run, a checkpoint, or a file ``defectlab export`` wrote (.onnx,
@@ -112,7 +124,8 @@ def predict(run_or_file: str | Path, inputs: Sequence[str | Path], out: str | Pa
     and the anomaly map PNG (``<out stem>_maps/``, at the image's size; grey level 255 * map /
     (2 * threshold), capped at 255: mid-grey is the threshold). ``tta`` replaces the run's
     test-time augmentation (train.tta: 'none', 'flips' or 'dihedral'; classification and
-    segmentation); an exported file computes its own, and is refused another.
+    segmentation); an exported file computes its own, and is refused another. ``logit_adjustment``
+    replaces a classifier's τ of train.logit_adjustment the same way.
 
     Rows are appended to the CSV batch by batch, so a prediction that is stopped keeps what it
     predicted; ``resume`` continues it: the images already in ``out`` are skipped and the others
@@ -128,13 +141,18 @@ def predict(run_or_file: str | Path, inputs: Sequence[str | Path], out: str | Pa
         if tta is not None and tta != exported.tta:
             raise DataError(f"'{run_or_file}' computes the test-time augmentation '{exported.tta}' in its graph; to "
                             f"predict with '{tta}', export the run again with --tta {tta}")
+        own = float(exported.metadata.get("logit_adjustment") or 0.0)
+        if logit_adjustment is not None and logit_adjustment != own:
+            raise DataError(f"'{run_or_file}' computes the logit adjustment τ = {own:g} in its graph; to predict "
+                            f"with τ = {logit_adjustment:g}, export the run again with --logit-adjustment "
+                            f"{logit_adjustment:g}")
         return exported.predict_files(inputs, out, threshold, batch_size, overwrite, slice_size, overlap, resume)
-    trained = load_trained(run_or_file, which, tta)
+    trained = load_trained(run_or_file, which, tta, logit_adjustment)
     checked_settings(trained.task, threshold, slice_size, overlap)
     if threshold is None:
         threshold = default_threshold(trained)
     return predict_files(TorchPredictor(trained), inputs, out, threshold, batch_size, overwrite, slice_size, overlap,
-                         resume, model_identity(trained.checkpoint, trained.tta))
+                         resume, model_identity(trained.checkpoint, trained.tta, trained.logit_adjustment))
 
 
 def default_threshold(trained: TrainedModel) -> float | None:

@@ -274,6 +274,9 @@ def build_stage(config: Mapping[str, Any], splits_csv: Path | None = None) -> tu
     if settings.tta != "none" and data.task not in TTA_TASKS:
         raise ConfigError([f"train.tta: test-time augmentation is for classification and segmentation only; the "
                            f"data are for '{data.task}'. Remove it from [train]"])
+    if settings.logit_adjustment and data.task != "classify":
+        raise ConfigError([f"train.logit_adjustment: a logit adjustment is for classifiers only; the data are for "
+                           f"'{data.task}'. Remove it from [train]"])
     if data.task == "pretrain":
         from defectlab.training.objective import ObjectiveLoss, ObjectiveModel
 
@@ -323,10 +326,14 @@ def _as_spec(spec: Any) -> dict[str, Any]:
 
 
 def checkpoint_description(resolved: Mapping[str, Any], data: Any) -> dict[str, Any]:
-    """What a checkpoint needs to rebuild its model and preprocessing without the config."""
+    """What a checkpoint needs to rebuild its model and preprocessing without the config; a classifier's also has
+    the training split's class counts (the prior that ``train.logit_adjustment`` divides out)."""
     model = {**resolved["model"], "weights": None}
-    return {"model_spec": model, "task": data.task, "classes": list(data.classes),
-            "transform": {k: resolved["data"][k] for k in ("image_size", "channels", "normalize")}}
+    description = {"model_spec": model, "task": data.task, "classes": list(data.classes),
+                   "transform": {k: resolved["data"][k] for k in ("image_size", "channels", "normalize")}}
+    if data.task == "classify":
+        description["class_counts"] = [int(n) for n in data.class_counts("train")]
+    return description
 
 
 def train(config: str | Path | Mapping[str, Any] | None = None, *, out: str | Path | None = None,
