@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import click
+from defectlab.cli.options import inference_options
 from defectlab.runtime.formats import SUFFIXES
-from defectlab.training.tta import MODES
 from defectlab.workflows.export import DEFAULT_OPSET, EXPORTERS, MIN_OPSET, PARITY_IMAGES
 
 
@@ -26,11 +26,7 @@ from defectlab.workflows.export import DEFAULT_OPSET, EXPORTERS, MIN_OPSET, PARI
               help="Validation images the check predicts.")
 @click.option("--tolerance", type=click.FloatRange(0, min_open=True),
               help="Largest difference the check accepts (default per task; see docs/deploy.md).")
-@click.option("--tta", type=click.Choice(MODES), help="Test-time augmentation inside the graph (default: the run's "
-              "train.tta).")
-@click.option("--logit-adjustment", "logit_adjustment", type=click.FloatRange(0), metavar="TAU",
-              help="Classifiers: predict with the logits minus TAU·log(training class shares) (default: the "
-                   "run's train.logit_adjustment; computed inside the graph).")
+@inference_options("; computed inside the exported graph")
 @click.option("--overwrite", is_flag=True, help="Replace an existing file.")
 def export_command(run: str, file_format: str, out: str | None, which: str, opset: int, exporter: str,
                    threshold: float | None, check: bool, images: int, tolerance: float | None, tta: str | None,

@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 import click
+from defectlab.cli.options import inference_options
 from defectlab.cli.output import echo_json
 from defectlab.runs.tables import format_table
-from defectlab.training.tta import MODES
 
 
 @click.command("train")
@@ -63,10 +63,7 @@ def _print_result(run: Any) -> None:
 @click.option("--split", default="test", show_default=True, help="Split of the run's own data (without --data).")
 @click.option("--checkpoint", "which", type=click.Choice(["best", "last"]), default="best", show_default=True)
 @click.option("--out", type=click.Path(file_okay=False), help="Folder for the results (default RUN/evaluate-<time>).")
-@click.option("--tta", type=click.Choice(MODES), help="Test-time augmentation (default: the run's train.tta).")
-@click.option("--logit-adjustment", "logit_adjustment", type=click.FloatRange(0), metavar="TAU",
-              help="Classifiers: predict with the logits minus TAU·log(training class shares) (default: the "
-                   "run's train.logit_adjustment).")
+@inference_options()
 @click.option("--overwrite", is_flag=True, help="Replace what an earlier run wrote into --out.")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
 def evaluate_command(run: str, dataset: str | None, split: str, which: str, out: str | None, tta: str | None,
@@ -106,11 +103,7 @@ def evaluate_command(run: str, dataset: str | None, split: str, which: str, out:
               "pixels and merge their boxes (small defects on large images).")
 @click.option("--overlap", type=click.FloatRange(0, 1, max_open=True), default=0.2, show_default=True,
               help="Share of a slice that neighbouring slices overlap.")
-@click.option("--tta", type=click.Choice(MODES), help="Test-time augmentation (default: the run's train.tta; an "
-              "exported file's own).")
-@click.option("--logit-adjustment", "logit_adjustment", type=click.FloatRange(0), metavar="TAU",
-              help="Classifiers: predict with the logits minus TAU·log(training class shares) (default: the "
-                   "run's train.logit_adjustment; an exported file's own).")
+@inference_options("; an exported file's own")
 @click.option("--overwrite", is_flag=True, help="Replace the outputs of an earlier prediction.")
 @click.option("--resume", is_flag=True, help="Continue a stopped prediction into --out: the images in its CSV are "
               "skipped, the others appended (same model and options only).")
