@@ -49,6 +49,8 @@ CANDIDATES: dict[str, list[str]] = {
     "160 px": ["data.image_size=160"],
     "per-image normalisation": ['data.normalize="image"'],
     "per-image without mixup": ['data.normalize="image"', "train.mixup=false"],
+    "flips only": ['data.augment=["flip"]', 'train.tta="flips"'],  # busbars stay horizontal, as in every cell
+    "lr 5e-4": ["train.lr=5e-4"],
     "regnetx_002 256 px": ['model={name = "timm", model_name = "regnetx_002", in_chans = 1, head_dropout = 0.2}',
                            "data.image_size=256"],
     "regnetx_004 224 px": ['model={name = "timm", model_name = "regnetx_004", in_chans = 1, head_dropout = 0.2}',
