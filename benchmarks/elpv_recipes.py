@@ -131,9 +131,9 @@ def plot_curves(results: dict[str, dict[str, Any]], path: Path, title: str) -> N
 def final(name: str, seeds: list[int], overrides: list[str], out: Path) -> None:
     results = [trained(recipe(name), [*overrides, f"train.seed={seed}"], out / f"seed{seed}") for seed in seeds]
 
-    def spread(key: str) -> str:
-        values = [100 * r["scores"][key] for r in results]
-        return f"{statistics.mean(values):.2f} ± {statistics.stdev(values) if len(values) > 1 else 0:.2f}"
+    def spread(key: str, scale: float = 100, digits: int = 2) -> str:
+        values = [scale * r["scores"][key] for r in results]
+        return f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values) if len(values) > 1 else 0:.{digits}f}"
 
     classes = results[0]["details"]["classes"]
     print(f"ELPV {name}, 75/25 split (seed 0), test split, seeds {','.join(map(str, seeds))}"
@@ -143,7 +143,7 @@ def final(name: str, seeds: list[int], overrides: list[str], out: Path) -> None:
                          f"{r['scores']['macro_f1']:.3f}", per_class_f1(r), f"{r['cpu_min']:.1f}",
                          f"{r['wall_min']:.1f}"] for s, r in zip(seeds, results)]))
     print(f"mean ± std: accuracy {spread('accuracy')} %, balanced {spread('balanced_accuracy')} %, macro-F1 "
-          f"{spread('macro_f1')} %")
+          f"{spread('macro_f1', 1, 3)}")
     f1 = {c: [r["details"]["per_class"][i]["f1"] for r in results] for i, c in enumerate(classes)}
     print("per-class F1 (mean): " + ", ".join(f"{c} {statistics.mean(v):.3f}" for c, v in f1.items()))
     total = [[sum(r["details"]["confusion_matrix"][i][j] for r in results) for j in range(len(classes))]
