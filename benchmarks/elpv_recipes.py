@@ -37,6 +37,7 @@ from typing import Any
 import defectlab as dl
 from defectlab import format_table
 from elpv import cpu_seconds, validation_csv
+from seeded_runs import summary
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 #: Candidate changes tried by --select: overrides as on the command line.
@@ -132,17 +133,18 @@ def final(name: str, seeds: list[int], overrides: list[str], out: Path) -> None:
     results = [trained(recipe(name), [*overrides, f"train.seed={seed}"], out / f"seed{seed}") for seed in seeds]
 
     def spread(key: str, scale: float = 100, digits: int = 2) -> str:
-        values = [scale * r["scores"][key] for r in results]
-        return f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values) if len(values) > 1 else 0:.{digits}f}"
+        return summary([r["scores"][key] for r in results], scale, digits)
 
     classes = results[0]["details"]["classes"]
-    print(f"ELPV {name}, 75/25 split (seed 0), test split, seeds {','.join(map(str, seeds))}"
+    split = ("the split of --set data.dataset" if any(o.startswith("data.dataset=") for o in overrides)
+             else "75/25 split (seed 0)")
+    print(f"ELPV {name}, {split}, test split, seeds {','.join(map(str, seeds))}"
           + (f", overrides {' '.join(overrides)}" if overrides else ""))
     print(format_table(["seed", "accuracy", "balanced", "macro-F1", "per-class F1", "CPU-min", "wall min"],
                        [[s, f"{r['scores']['accuracy']:.2%}", f"{r['scores']['balanced_accuracy']:.2%}",
                          f"{r['scores']['macro_f1']:.3f}", per_class_f1(r), f"{r['cpu_min']:.1f}",
                          f"{r['wall_min']:.1f}"] for s, r in zip(seeds, results)]))
-    print(f"mean ± std: accuracy {spread('accuracy')} %, balanced {spread('balanced_accuracy')} %, macro-F1 "
+    print(f"mean +- std: accuracy {spread('accuracy')} %, balanced {spread('balanced_accuracy')} %, macro-F1 "
           f"{spread('macro_f1', 1, 3)}")
     f1 = {c: [r["details"]["per_class"][i]["f1"] for r in results] for i, c in enumerate(classes)}
     print("per-class F1 (mean): " + ", ".join(f"{c} {statistics.mean(v):.3f}" for c, v in f1.items()))

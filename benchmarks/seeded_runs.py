@@ -30,7 +30,8 @@ def timed_train(config: dict[str, Any], folder: Path) -> dict[str, float]:
     return json.loads(cost.read_text())
 
 
-def summary(values: list[float]) -> str:
-    """``mean +- std`` of scores in [0, 1], as percentages with one decimal (std 0 for one value)."""
+def summary(values: list[float], scale: float = 100, digits: int = 1) -> str:
+    """``mean +- std`` of ``values`` times ``scale`` (scores in [0, 1] as percentages), to ``digits``
+    decimals; std 0 for one value."""
     spread = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{100 * statistics.mean(values):.1f} +- {100 * spread:.1f}"
+    return f"{scale * statistics.mean(values):.{digits}f} +- {scale * spread:.{digits}f}"
