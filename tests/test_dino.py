@@ -122,6 +122,33 @@ def test_teacher_gets_no_gradient_and_drops_nothing():
     assert all(p.requires_grad is False for p in objective.teacher.parameters())
 
 
+def test_head_batch_norm_takes_out_what_every_embedding_shares():
+    """Pooled ReLU features of a random ResNet share one large component: without batch norm the head maps
+    every image to nearly the same bottleneck direction, and the centred teacher is uniform for all."""
+    from defectlab_plugins.dino.head import DINOHead
+
+    generator = torch.Generator().manual_seed(0)
+    embeddings = 50 * torch.rand(1, 32, generator=generator) + torch.randn(64, 32, generator=generator)
+    off_diagonal = ~torch.eye(64, dtype=torch.bool)
+
+    def mean_cosine(head: DINOHead) -> float:
+        with torch.no_grad():
+            z = torch.nn.functional.normalize(head.mlp(embeddings), dim=-1)
+        return float((z @ z.T)[off_diagonal].mean())
+
+    torch.manual_seed(0)
+    assert mean_cosine(DINOHead(32, 64, 64, 16)) > 0.99
+    torch.manual_seed(0)
+    assert mean_cosine(DINOHead(32, 64, 64, 16, batch_norm=True)) < 0.3
+    objective = tiny_dino(head_batch_norm=True)
+    for head in (objective.head, objective.teacher["head"]):
+        assert [type(m) for m in head.mlp] == [nn.Linear, nn.BatchNorm1d, nn.GELU] * 2 + [nn.Linear]
+    loss = objective.loss(objective.views(images(4)))
+    loss.backward()
+    assert torch.isfinite(loss) and objective.head.mlp[1].weight.grad is not None
+    assert not any(isinstance(m, nn.BatchNorm1d) for m in tiny_dino().head.modules())
+
+
 def test_ema_update_is_exact():
     objective = tiny_dino(momentum=0.9)
     with torch.no_grad():

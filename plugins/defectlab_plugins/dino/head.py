@@ -13,17 +13,20 @@ class DINOHead(nn.Module):
     weight-normalised linear layer to ``out_dim`` logits (the prototypes).
 
     The last layer's norm g starts at 1; with ``norm_last_layer`` it stays fixed at 1 (not trained),
-    so each output is a cosine similarity, which the reference code found steadier.
+    so each output is a cosine similarity, which the reference code found steadier. ``batch_norm``
+    puts a BatchNorm1d after each hidden Linear (the reference's ``use_bn_in_head``): it removes
+    the component that every embedding of the batch shares, as a random ResNet's pooled,
+    non-negative features have.
     """
 
     def __init__(self, in_dim: int, out_dim: int, hidden_dim: int = 2048, bottleneck_dim: int = 256,
-                 norm_last_layer: bool = True):
+                 norm_last_layer: bool = True, batch_norm: bool = False):
         super().__init__()
-        self.mlp = nn.Sequential(
-            nn.Linear(in_dim, hidden_dim), nn.GELU(),
-            nn.Linear(hidden_dim, hidden_dim), nn.GELU(),
-            nn.Linear(hidden_dim, bottleneck_dim),
-        )
+
+        def hidden(width_in: int) -> list[nn.Module]:
+            return [nn.Linear(width_in, hidden_dim), *([nn.BatchNorm1d(hidden_dim)] if batch_norm else []), nn.GELU()]
+
+        self.mlp = nn.Sequential(*hidden(in_dim), *hidden(hidden_dim), nn.Linear(hidden_dim, bottleneck_dim))
         for layer in self.mlp:
             if isinstance(layer, nn.Linear):
                 nn.init.trunc_normal_(layer.weight, std=0.02)

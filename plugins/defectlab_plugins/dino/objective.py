@@ -132,6 +132,10 @@ class DINO(nn.Module):
         out_dim: K, the number of output dimensions (prototypes); 8192 after Hemmingsson and Olsson's Table 4.2.
         hidden_dim: width of the head's two hidden layers.
         bottleneck_dim: width of the head's bottleneck, before L2 normalisation and the last layer.
+        head_batch_norm: a BatchNorm1d after each hidden layer of the head (the reference's
+            use_bn_in_head): for a ResNet from random initialisation, whose pooled features share
+            one large component, without which the teacher's outputs are the same for every image
+            (uniform or one-dimension collapse from the first epochs).
         norm_last_layer: keep the weight norm of the head's last layer fixed at 1 (steadier training);
             false trains it.
         local_crops: number of local crops per image (0: global views only).
@@ -168,6 +172,7 @@ class DINO(nn.Module):
         hidden_dim: Width = 2048,
         bottleneck_dim: Width = 256,
         norm_last_layer: bool = True,
+        head_batch_norm: bool = False,
         local_crops: Annotated[int, Range(0)] = 8,
         global_size: Side = None,
         local_size: Side = None,
@@ -209,7 +214,8 @@ class DINO(nn.Module):
         self.freeze_last_layer = freeze_last_layer
 
         self.encoder = encoder
-        self.head = DINOHead(encoder.num_features, out_dim, hidden_dim, bottleneck_dim, norm_last_layer)
+        self.head = DINOHead(encoder.num_features, out_dim, hidden_dim, bottleneck_dim, norm_last_layer,
+                             head_batch_norm)
         self.teacher = nn.ModuleDict({"encoder": copy.deepcopy(encoder), "head": copy.deepcopy(self.head)})
         self.teacher.requires_grad_(False)
         silence_dropout(self.teacher)
