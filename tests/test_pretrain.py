@@ -97,6 +97,7 @@ def test_progress_runs_over_every_step_once(objective, tmp_path):
 
 def test_a_pretraining_killed_mid_epoch_resumes_to_the_same_weights(objective, tmp_path):
     from defectlab.training.checkpoints import load_checkpoint
+    from defectlab.training.transfer import init_backbone_from
 
     data = write_two_class_folder(tmp_path / "data")
     straight = dl.pretrain(config(data), out=tmp_path / "straight")
@@ -108,6 +109,13 @@ def test_a_pretraining_killed_mid_epoch_resumes_to_the_same_weights(objective, t
         Brightness.kill_at = 0
     assert json.loads((tmp_path / "killed" / "run.json").read_text())["epochs_done"] == 1
     assert json.loads((tmp_path / "killed" / "run.json").read_text())["status"] == "interrupted"
+    # before it is resumed, the killed run initialises a classifier from the encoder in its best.pt
+    best = load_checkpoint(tmp_path / "killed" / "best.pt")["model"]
+    classifier = dl.create("backbone", "tiny_cnn")
+    report = init_backbone_from(classifier, tmp_path / "killed")
+    assert report.loaded and all(torch.equal(classifier.state_dict()[k], best[f"objective.encoder.{k}"])
+                                 for k in report.loaded)
+    assert sorted(report.loaded) == sorted(k for k in classifier.state_dict() if not k.startswith("head."))
     resumed = dl.pretrain(resume=tmp_path / "killed")
     a = load_checkpoint(straight.folder / "last.pt")["model"]
     b = load_checkpoint(resumed.folder / "last.pt")["model"]

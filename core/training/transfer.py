@@ -18,6 +18,10 @@ from defectlab.training.weights import WeightReport, load_matching, read_state_d
 if TYPE_CHECKING:
     from torch import nn
 
+#: Where a pretraining checkpoint keeps the student's encoder (ObjectiveModel.objective.encoder), for
+#: ``--init-from`` on a pretraining stopped before it wrote encoder.pt.
+PRETRAINED_ENCODER = "objective.encoder."
+
 
 def head_prefixes(model: nn.Module) -> tuple[str, ...]:
     """State-dict prefixes of the task-specific part that transfer leaves at its initial values."""
@@ -42,11 +46,16 @@ def init_backbone_from(model: nn.Module, run_or_file: str | Path) -> WeightRepor
     """Load the backbone tensors of another run or weights file into ``model``; the head stays as it is.
 
     Tensors of the source's head (or any other non-backbone entry) are never loaded, even when
-    their shapes would fit: the report lists them as unused.
+    their shapes would fit: the report lists them as unused. A pretraining run that stopped before
+    writing encoder.pt (killed, or stopped by hand once its objective collapsed) gives the student
+    encoder of its best.pt, as encoder.pt would have.
     """
     path = Path(run_or_file).expanduser()
     file = path / ENCODER_FILE if (path / ENCODER_FILE).is_file() else checkpoint_path(path)
     state = read_state_dict(file)
+    if any(key.startswith(PRETRAINED_ENCODER) for key in state):
+        state = {key.removeprefix(PRETRAINED_ENCODER): value for key, value in state.items()
+                 if key.startswith(PRETRAINED_ENCODER)}
     backbone = {k: v for k, v in state.items() if is_backbone(model, k)}
     if not backbone:
         raise DataError(f"--init-from '{file}': it holds no tensor of this model's backbone (names like "
