@@ -373,6 +373,11 @@ def test_a_forced_collapse_is_reported(monkeypatch, kind):
     warning = objective.collapse_warning()
     assert warning is not None and kind in warning
     assert "teacher_temp" in warning and "momentum" in warning and "out_dim" in warning
+    assert "head_batch_norm = true" in warning  # a convolutional encoder with the ViT's head
+    with_batch_norm = tiny_dino(head_batch_norm=True)
+    monkeypatch.setattr(with_batch_norm, "teacher_output", constant)
+    with_batch_norm.loss(with_batch_norm.views(images(4)))
+    assert "head_batch_norm" not in with_batch_norm.collapse_warning()
     if kind == "uniform":
         assert metrics["teacher_entropy_ratio"] == pytest.approx(1.0)
 

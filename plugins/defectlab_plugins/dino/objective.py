@@ -202,6 +202,7 @@ class DINO(nn.Module):
         self.sizes.check("global_size", global_size)
         self.sizes.check("local_size", local_size)
         self.out_dim = out_dim
+        self.head_batch_norm = head_batch_norm
         self.local_crops = local_crops
         self.global_size, self.local_size = global_size, local_size
         self.global_scale, self.local_scale = tuple(global_scale), tuple(local_scale)
@@ -381,6 +382,9 @@ class DINO(nn.Module):
             return None
         knobs = (f"a lower teacher_temp (now {self.teacher_temp:g}; 0.04 or less), a higher momentum (now "
                  f"{self.momentum:g}; e.g. 0.998-0.9995), a smaller out_dim (now {self.out_dim})")
+        if self.sizes.native is None and not self.head_batch_norm:  # a convolutional encoder, the ViT's head
+            knobs += (", or for a ResNet from scratch head_batch_norm = true with bottleneck_dim = 64, out_dim = 2048 "
+                      "and center_momentum = 0.99 (docs/ssl.md)")
         if int(uniform.sum()) >= int(one_hot.sum()):
             return (f"DINO collapsed to uniform outputs in {int(uniform.sum())} of the last {steps} steps: the "
                     f"teacher's entropy is {float(ratios[:, 0].mean()):.0%} of ln(out_dim) = "
