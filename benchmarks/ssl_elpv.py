@@ -37,9 +37,8 @@ import time
 from pathlib import Path
 
 import defectlab as dl
-from elpv import cpu_seconds
 from elpv_recipes import recipe, trained
-from seeded_runs import summary
+from seeded_runs import summary, timed_train
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 SCORES = ("balanced_accuracy", "macro_f1", "accuracy")
@@ -67,14 +66,14 @@ def pretrain(name: str, args: argparse.Namespace) -> tuple[Path, float]:
 
 def pretrained_resnet(args: argparse.Namespace) -> tuple[Path, float]:
     """The DINO ResNet-18 of the recipe protocol (kept once finished) and its CPU-minutes."""
+    from defectlab.plugin_system.config import load_toml
+
+    config = load_toml(EXAMPLES / "elpv-dino-resnet18.toml")
+    config["train"]["progress"] = False
+    if args.pretrain_epochs:
+        config["train"]["epochs"] = args.pretrain_epochs
     folder = args.out / "dino-resnet18"
-    done = folder / "benchmark.json"
-    if not done.is_file():
-        started = cpu_seconds()
-        overrides = ["train.progress=false", *([f"train.epochs={args.pretrain_epochs}"] if args.pretrain_epochs else [])]
-        dl.pretrain(EXAMPLES / "elpv-dino-resnet18.toml", out=folder, overrides=overrides, overwrite=True)
-        done.write_text(json.dumps({"cpu_minutes": (cpu_seconds() - started) / 60}))
-    return folder, json.loads(done.read_text())["cpu_minutes"]
+    return folder, timed_train(config, folder)["cpu_minutes"]  # a config with [ssl] trains as a pretraining
 
 
 def recipe_protocol(args: argparse.Namespace) -> None:
@@ -85,9 +84,10 @@ def recipe_protocol(args: argparse.Namespace) -> None:
     extra = [f"train.epochs={args.epochs}"] if args.epochs else []
     rows, gains, report = [], [], []
     for fraction in args.fractions.split(","):
-        results = {init: [trained(recipe("4class"), [f"data.label_fraction={fraction}", f"train.seed={seed}",
-                                                     *extra, *init_override], args.out / f"labels-{fraction}" / init / f"seed{seed}")
-                          for seed in seeds] for init, init_override in inits.items()}
+        results = {init: [trained(recipe("4class"),
+                                  [f"data.label_fraction={fraction}", f"train.seed={seed}", *extra, *init_override],
+                                  args.out / f"labels-{fraction}" / init / f"seed{seed}") for seed in seeds]
+                   for init, init_override in inits.items()}
         for init, runs in results.items():
             scores = {s: [r["scores"][s] for r in runs] for s in SCORES}
             f1 = [statistics.mean(r["details"]["per_class"][c]["f1"] for r in runs)
@@ -98,8 +98,10 @@ def recipe_protocol(args: argparse.Namespace) -> None:
                            "cpu_minutes": [r["cpu_min"] for r in runs]})
         gain = [100 * (d["scores"]["balanced_accuracy"] - s["scores"]["balanced_accuracy"])
                 for d, s in zip(results["dino"], results["scratch"])]
-        gains.append([f"{float(fraction):.0%}", " ".join(f"{g:+.1f}" for g in gain), f"{statistics.mean(gain):+.1f}"])
-    print(f"ELPV 4-class recipe, test split, seeds {args.seeds}; DINO ResNet-18 pretrained in {pretrain_cost:.1f} CPU-min")
+        gains.append([f"{float(fraction):.0%}", " ".join(f"{g:+.1f}" for g in gain),
+                      f"{statistics.mean(gain):+.1f}"])
+    print(f"ELPV 4-class recipe, test split, seeds {args.seeds}; "
+          f"DINO ResNet-18 pretrained in {pretrain_cost:.1f} CPU-min")
     print(dl.format_table(["labels", "init", *(f"{s} %" for s in SCORES), "per-class F1", "CPU-min/run"], rows))
     print()
     print(dl.format_table(["labels", "DINO - scratch, balanced accuracy points, per seed", "mean"], gains))
@@ -143,7 +145,6 @@ def vit_protocol(args: argparse.Namespace) -> None:
         indent=2))
 
 
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--protocol", choices=["recipe", "vit-tiny"], default="recipe")
@@ -151,13 +152,16 @@ def main() -> None:
     parser.add_argument("--image-size", type=int, default=64, help="vit-tiny only")
     parser.add_argument("--pretrain-epochs", type=int, default=None,
                         help="default: the pretraining config's (recipe), 30 (vit-tiny)")
-    parser.add_argument("--epochs", type=int, default=None, help="downstream epochs; default: the recipe's, 15 (vit-tiny)")
+    parser.add_argument("--epochs", type=int, default=None,
+                        help="downstream epochs; default: the recipe's, 15 (vit-tiny)")
     parser.add_argument("--fractions", default=None, help="default 0.1,0.2 (recipe), 0.05,0.1,0.2,1 (vit-tiny)")
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--summary", default="ssl_elpv.json", help="file name of the results in --out")
-    parser.add_argument("--dino", default="", help="vit-tiny: extra ssl settings for DINO, e.g. local_crops=2,out_dim=2048")
+    parser.add_argument("--dino", default="",
+                        help="vit-tiny: extra ssl settings for DINO, e.g. local_crops=2,out_dim=2048")
     parser.add_argument("--quick", action="store_true",
-                        help="vit-tiny: one seed, fractions 0.1 and 0.2, 3 pretraining and 4 downstream epochs, a smaller DINO")
+                        help="vit-tiny: one seed, fractions 0.1 and 0.2, 3 pretraining and 4 downstream epochs, "
+                             "a smaller DINO")
     args = parser.parse_args()
     args.out = args.out or Path(f"runs/ssl-{args.protocol}")
     if args.protocol == "recipe":
@@ -170,6 +174,7 @@ def main() -> None:
         args.pretrain_epochs, args.epochs, args.fractions, args.seeds = 3, 4, "0.1,0.2", "0"
         args.dino = args.dino or "local_crops=2,out_dim=2048"
     vit_protocol(args)
+
 
 if __name__ == "__main__":
     main()
